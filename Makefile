@@ -1,0 +1,41 @@
+# pfdm: two commands set everything up (see README.md).
+#   make run   - create .venv, install, execute every notebook with papermill (defaults)
+#   make test  - create .venv if needed, unit tests + every notebook under nbval (smoke preset)
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
+RUN_DIR ?= runs/default
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: install run test unit nbtest clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 2; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (pfdm)" >/dev/null
+	touch $(STAMP)
+
+run: $(STAMP)
+	@mkdir -p $(RUN_DIR) figures
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb"; \
+	  $(VENV)/bin/papermill --cwd notebooks --kernel python3 "$$nb" "$(RUN_DIR)/$$(basename $$nb)" || exit 1; \
+	done
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests
+
+nbtest: $(STAMP)
+	PFDM_PRESET=smoke $(PY) -m pytest -q --nbval-lax --nbval-current-env notebooks/
+
+test: unit nbtest
+
+clean:
+	rm -rf $(VENV) runs
