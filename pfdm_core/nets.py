@@ -154,7 +154,7 @@ class UNet(nn.Module):
         return nn.ModuleList([block, Attention(c_out)]) if res in self.config.attn_resolutions else block
 
     @staticmethod
-    def _apply(layer: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def _run(layer: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         if isinstance(layer, ResBlock):
             return layer(h, emb)
         if isinstance(layer, nn.ModuleList):  # ResBlock + Attention
@@ -171,15 +171,15 @@ class UNet(nn.Module):
         h = self.stem(x)
         hs = [h]
         for layer in self.down:
-            h = self._apply(layer, h, emb)
+            h = self._run(layer, h, emb)
             hs.append(h)
         for layer in self.mid:
-            h = self._apply(layer, h, emb)
+            h = self._run(layer, h, emb)
         for layer in self.up:
             if isinstance(layer, Upsample):
                 h = layer(h)
             else:
-                h = self._apply(layer, torch.cat([h, hs.pop()], dim=1), emb)
+                h = self._run(layer, torch.cat([h, hs.pop()], dim=1), emb)
         return self.head(h)
 
 
