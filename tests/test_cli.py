@@ -1,0 +1,39 @@
+import subprocess
+import sys
+
+import pytest
+
+from pfdm_core.cli import main
+
+
+@pytest.mark.parametrize("argv, out", [
+    (["epsilon", "--t0", "690", "--clip", "10", "--delta", "1e-5"], "10.24"),
+    (["epsilon", "--t0", "690", "--clip", "10", "--delta", "1e-5", "--accountant", "analytic"], "8.77"),
+    (["t0", "--epsilon", "10", "--clip", "10", "--delta", "1e-5"], "693"),
+    (["t0", "--epsilon", "10", "--clip", "10", "--accountant", "analytic"], "675"),
+    (["epsilon", "--t0", "100", "--per-pixel"], "45.75"),
+])
+def test_cli_values(argv, out, capsys):
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == out
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["epsilon", "--t0", "0"], "t0 must be an integer in 1..999"),
+    (["epsilon", "--t0", "100", "--delta", "1.5"], "delta must be in the open interval (0, 1)"),
+    (["t0", "--epsilon", "-3"], "epsilon must be a finite number > 0"),
+    (["epsilon", "--t0", "abc"], "invalid int value"),
+    (["epsilon"], "required: --t0"),
+])
+def test_cli_errors_one_line_exit_2(argv, msg, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and msg in err and err.startswith("pfdm_core: error:")
+
+
+def test_python_dash_m():
+    r = subprocess.run([sys.executable, "-m", "pfdm_core", "epsilon", "--t0", "690", "--clip", "10", "--delta", "1e-5"],
+                       capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "10.24"
