@@ -32,8 +32,10 @@ run: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# smoke preset; figures and checkpoints go to runs/smoke so the committed figures/ stay untouched
 nbtest: $(STAMP)
-	PFDM_PRESET=smoke $(PY) -m pytest -q --nbval-lax --nbval-current-env notebooks/
+	PFDM_PRESET=smoke PFDM_FIGURES=$(CURDIR)/runs/smoke/figures PFDM_RUNS=$(CURDIR)/runs/smoke \
+	  $(PY) -m pytest -q --nbval-lax --nbval-current-env notebooks/
 
 test: unit nbtest
 

@@ -42,15 +42,59 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("t0", help="smallest t0 whose upload reaches a target eps")
     t.add_argument("--epsilon", type=float, required=True, help="target eps > 0")
     _common(t)
+    r = sub.add_parser("run", help="train and evaluate methods x seeds on a federated split (Table 1)")
+    r.add_argument("--data", default="digits", help="dataset (digits)")
+    r.add_argument("--methods", default="pfdm,local,central,fedavg", help="comma-separated subset of the methods")
+    r.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    r.add_argument("--preset", default="cpu", help="smoke | cpu | paper")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--t0", default=None, help="comma-separated PFDM split steps, 1..T-1")
+    g.add_argument("--epsilon", type=float, default=None, help="target per-image eps: t0 = smallest step reaching it")
+    r.add_argument("--clip", type=float, default=10.0, help="per-image l2 clip norm C (default 10)")
+    r.add_argument("--accountant", choices=ACCOUNTANTS, default="thm51", help="accountant used with --epsilon")
+    r.add_argument("--clients", type=int, default=4, help="number of clients (two clusters)")
+    r.add_argument("--out", default=None, help="run folder (default runs/<preset>/digits)")
     return parser
+
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    """`run`: the Table-1 experiment without Jupyter (resumes from the run folder)."""
+    from dataclasses import replace
+
+    from .experiment import preset_config, run, summarize, t0_for
+    from .presets import resolve
+    from .recipes import runs_dir
+
+    preset = resolve(args.preset)
+    cfg = preset_config(preset, data=args.data, num_clients=args.clients, clip_norm=args.clip)
+    if args.t0:
+        cfg = replace(cfg, t0s=tuple(_ints(args.t0, "--t0")))
+    elif args.epsilon is not None:
+        cfg = replace(cfg, t0s=(t0_for(args.epsilon, cfg, args.accountant),))
+    seeds = _ints(args.seeds, "--seeds")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    out = args.out or runs_dir() / preset / args.data
+    df = run(cfg, methods, seeds, out)
+    print(summarize(df).to_string(index=False))
+    print(f"results: {out}/results.csv")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    kw = dict(clip_norm=args.clip, delta=args.delta, accountant=args.accountant,
-              unit="per-pixel" if args.per_pixel else "per-image", pixels=args.pixels)
     try:
+        if args.command == "run":
+            return _run(args)
+        kw = dict(clip_norm=args.clip, delta=args.delta, accountant=args.accountant,
+                  unit="per-pixel" if args.per_pixel else "per-image", pixels=args.pixels)
         sched = Schedule(args.T, args.schedule)
         if args.command == "epsilon":
             print(f"{epsilon(args.t0, sched, **kw):.2f}")

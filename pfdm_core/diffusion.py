@@ -176,4 +176,31 @@ def sample(
     raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
 
 
-__all__ = ["diffusion_loss", "ddpm_sample", "ddim_sample", "ddim_timesteps", "sample", "guided_eps"]
+
+
+
+def generate(
+    model: Denoiser,
+    sched: Schedule,
+    y: torch.Tensor | None,
+    shape: tuple[int, ...],
+    sampler: str = "ddim",
+    num_steps: int = 50,
+    seed: int = 0,
+    batch_size: int = 1000,
+    progress: bool = False,
+    **kwargs,
+) -> torch.Tensor:
+    """Samples from pure noise x_T ~ N(0, I), one per label in y (or shape[0] if y is None).
+
+    shape is the shape of the whole batch (N, ...); work is done in chunks of `batch_size`.
+    """
+    g = torch.Generator().manual_seed(seed)
+    dev = next(model.parameters()).device
+    x_T = torch.randn(shape, generator=g)
+    chunks = []
+    for i in tqdm(range(0, shape[0], batch_size), desc="sampling", disable=not progress, leave=False):
+        yb = None if y is None else y[i:i + batch_size].to(dev)
+        chunks.append(sample(model, sched, x_T[i:i + batch_size].to(dev), sampler, num_steps, y=yb,
+                             generator=torch.Generator(dev).manual_seed(seed + i), **kwargs).cpu())
+    return torch.cat(chunks)

@@ -10,9 +10,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from .data import REPO_ROOT, Dataset, load_digits, train_test_split
+from .metrics import Classifier, train_classifier
 from .nets import UNet, UNetConfig
 from .presets import choose, resolve
 from .schedule import Schedule
@@ -60,3 +62,17 @@ def digits_ddpm(preset: str = "cpu", seed: int = 0, progress: bool = True) -> tu
     result = train(model, sched, train_set.x, train_set.y, 1, sched.T, config=cfg, checkpoint=ckpt,
                    progress=progress, desc=f"digits DDPM ({name})")
     return result.model, sched, result.losses
+
+
+def digits_classifier(seed: int = 0, epochs: int = 30) -> Classifier:
+    """The feature network of the digits metrics, trained on the training split (cached)."""
+    path = runs_dir() / "checkpoints" / f"digits_classifier_seed{seed}_e{epochs}.pt"
+    train_set, _ = digits_split(seed)
+    if path.exists():
+        model = Classifier(1, 8, 10)
+        model.load_state_dict(torch.load(path, map_location="cpu"))
+        return model.eval()
+    model = train_classifier(train_set.x, train_set.y, epochs=epochs, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return model
