@@ -25,7 +25,15 @@ from tqdm.auto import tqdm
 from . import metrics
 from .data import Dataset, client_classes, cluster_partition
 from .diffusion import generate
-from .federated import client_train_personal, client_upload, pfdm_sample, server_train_shared, train_fedavg, train_full, union
+from .federated import (
+    client_train_personal,
+    client_upload,
+    pfdm_sample,
+    server_train_shared,
+    train_fedavg,
+    train_full,
+    union,
+)
 from .nets import UNet, UNetConfig
 from .presets import choose
 from .privacy import epsilon as eps_of

@@ -61,12 +61,13 @@ def train(
     t_lo: int,
     t_hi: int,
     origin: int = 0,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     checkpoint: str | os.PathLike | None = None,
     progress: bool = True,
     desc: str = "train",
 ) -> TrainResult:
     """Minimise the eps-loss of `model` on data x (at step `origin`) over steps t_lo..t_hi."""
+    config = config or TrainConfig()
     if not torch.isfinite(x).all():
         raise ValueError("training data x contains NaN or infinite values")
     if y is not None and len(y) != len(x):

@@ -2,8 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from pfdm_core.data import (client_classes, cluster_partition, data_root, default_mixture, gaussian_mixture,
-                            load_digits, train_test_split)
+from pfdm_core.data import (
+    client_classes,
+    cluster_partition,
+    data_root,
+    default_mixture,
+    gaussian_mixture,
+    load_digits,
+    train_test_split,
+)
 
 
 def test_digits_range_and_shape():
