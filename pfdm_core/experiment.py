@@ -163,6 +163,25 @@ def sample_method(method: str, models: dict[str, nn.Module], cfg: ExperimentConf
     return generate(models["model"], sched, y, shape, "ddim", cfg.ddim_steps, seed=seed)
 
 
+# fields that change what is trained (the others only change sampling and evaluation)
+_EVAL_ONLY = ("t0s", "n_per_class", "ddim_steps", "classifier_epochs")
+
+
+def check_folder(folder: Path, cfg: ExperimentConfig) -> None:
+    """Refuse to reuse checkpoints in `folder` that were trained under another configuration."""
+    fingerprint = {k: v for k, v in _jsonable(asdict(cfg)).items() if k not in _EVAL_ONLY}
+    path = folder / "config.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        keys = sorted(k for k in fingerprint.keys() | old.keys() if fingerprint.get(k) != old.get(k))
+        if keys:
+            raise ValueError(f"{folder} holds models trained with another config (differs in {keys}); "
+                             "use another --out or delete that folder")
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(fingerprint, indent=1))
+
+
 def run(cfg: ExperimentConfig, methods: Sequence[str] = METHODS, seeds: Sequence[int] = (0, 1, 2),
         out: str | Path | None = None, progress: bool = True, keep_samples: bool = True) -> pd.DataFrame:
     """Train, sample and evaluate every (seed, method[, t0]); returns one row per run."""
@@ -177,6 +196,7 @@ def run(cfg: ExperimentConfig, methods: Sequence[str] = METHODS, seeds: Sequence
     rows, class_rows, samples = [], [], {}
     jobs = [(s, m, t0) for s in seeds for m in methods for t0 in (cfg.t0s if m == "pfdm" else (None,))]
     for seed, method, t0 in tqdm(jobs, desc="runs", disable=not progress):
+        check_folder(out / f"seed{seed}", cfg)
         split = make_split(cfg, seed)
         clf = digits_classifier(seed, cfg.classifier_epochs)
         start = time.perf_counter()

@@ -102,8 +102,9 @@ def train_fedavg(datasets: Sequence[Dataset], make_model: ModelFactory, sched: S
 
 def split_steps(t0: int, T: int, num_steps: int) -> tuple[int, int]:
     """DDIM steps for the shared (T..t0) and personal (t0..0) segments, proportional to length."""
-    n_shared = max(1, round(num_steps * (T - t0) / T))
-    return n_shared, max(1, num_steps - n_shared)
+    num_steps = max(2, int(num_steps))  # at least one step per segment
+    n_shared = min(num_steps - 1, max(1, round(num_steps * (T - t0) / T)))
+    return n_shared, num_steps - n_shared
 
 
 @torch.no_grad()
@@ -111,14 +112,15 @@ def pfdm_sample(shared: nn.Module, personal: nn.Module, sched: Schedule, t0: int
                 shape: tuple[int, ...], sampler: str = "ddim", num_steps: int = 25, seed: int = 0,
                 batch_size: int = 1000) -> torch.Tensor:
     """Client m's samples: x_T ~ N(0, I) -> shared w denoises T..t0+1 -> personal theta_m t0..1."""
+    t0 = sched.check_step(t0, "t0", 1, sched.T - 1)
     n_shared, n_personal = split_steps(t0, sched.T, num_steps)
     x_t0 = generate(shared, sched, y, shape, sampler, n_shared, seed=seed, batch_size=batch_size,
                     t_lo=t0, origin=t0)
-    out = []
-    g = torch.Generator().manual_seed(seed + 1)
+    out, dev = [], next(personal.parameters()).device
+    g = torch.Generator(dev).manual_seed(seed + 1)
     for i in range(0, shape[0], batch_size):
-        out.append(sample(personal, sched, x_t0[i:i + batch_size], sampler, n_personal, y=y[i:i + batch_size],
-                          t_hi=t0, generator=g))
+        out.append(sample(personal, sched, x_t0[i:i + batch_size].to(dev), sampler, n_personal,
+                          y=y[i:i + batch_size].to(dev), t_hi=t0, generator=g).cpu())
     return torch.cat(out)
 
 __all__ = ["Upload", "client_upload", "server_train_shared", "client_train_personal", "train_full",

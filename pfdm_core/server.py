@@ -34,8 +34,9 @@ def server_train_shared(uploads: Sequence[Upload], make_model: ModelFactory, sch
                         config: TrainConfig, checkpoint: str | os.PathLike | None = None,
                         progress: bool = True) -> nn.Module:
     """Server side: train the shared denoiser on the pooled uploads, steps t0+1..T (origin t0)."""
-    if not uploads or not all(isinstance(u, Upload) for u in uploads):
-        raise TypeError("server_train_shared takes a non-empty list of Upload objects (privatized tensors)")
+    if not isinstance(uploads, (list, tuple)) or not uploads or not all(isinstance(u, Upload) for u in uploads):
+        raise TypeError("server_train_shared takes a non-empty list of Upload objects (privatized tensors), "
+                        f"got {type(uploads).__name__}")
     t0s = {u.t0 for u in uploads}
     if len(t0s) != 1:
         raise ValueError(f"all uploads must share one t0, got {sorted(t0s)}")

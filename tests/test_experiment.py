@@ -1,0 +1,278 @@
+"""The Table-1 runner (pfdm_core.experiment) and its command line (`python -m pfdm_core run`).
+
+One shrunk smoke run (seed 0; methods pfdm at two t0 and local) is shared by the module; the
+resume test reruns it in the same folder and checks that nothing is trained again.
+"""
+import json
+import math
+import os
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from pfdm_core import cli, experiment, recipes
+from pfdm_core import train as train_mod
+from pfdm_core.experiment import ExperimentConfig, preset_config, run, summarize, train_method
+from pfdm_core.nets import UNet, UNetConfig
+from pfdm_core.privacy import epsilon
+from pfdm_core.schedule import Schedule
+from pfdm_core.train import TrainConfig
+
+METRIC_COLUMNS = [f"{k}_{g}" for k in ("fid", "kid", "precision", "recall", "accuracy")
+                  for g in ("major", "minor", "avg")]
+T0S = (400, 693)
+
+
+def tiny(**kw) -> ExperimentConfig:
+    """The smoke preset, shrunk further (each run job takes about a second on one core)."""
+    base = dict(majority_per_class=8, minority_per_class=2, n_per_class=5, classifier_epochs=1, ddim_steps=3,
+                net=UNetConfig(base_channels=8), train=TrainConfig(steps=3, batch_size=16, lr=1e-3), t0s=T0S)
+    return preset_config("smoke", **{**base, **kw})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models and 128x128 matrices: one thread (torch and BLAS) is fastest, and on a 2-core box
+    shared with other work it avoids spin-waiting thread pools (30-100x slowdowns measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """run() once: seed 0, methods pfdm (two t0) and local. Returns (cfg, out, df, runs_dir)."""
+    runs = tmp_path_factory.mktemp("runs")
+    out = runs / "table1"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PFDM_RUNS", str(runs))  # the cached feature classifier lands here
+        mp.delenv("PFDM_PRESET", raising=False)
+        cfg = tiny()
+        df = run(cfg, methods=("pfdm", "local"), seeds=(0,), out=out, progress=False)
+    return cfg, out, df, runs
+
+
+def _key(row):
+    t0 = row["t0"]
+    return int(row["seed"]), row["method"], None if t0 is None or (isinstance(t0, float) and math.isnan(t0)) \
+        else int(t0)
+
+
+# ----------------------------------------------------------------------------- outputs
+def test_run_writes_results_with_one_row_per_seed_method_t0(smoke_run):
+    cfg, out, df, _ = smoke_run
+    expected = {(0, "pfdm", 400), (0, "pfdm", 693), (0, "local", None)}
+    for table in (df, pd.read_csv(out / "results.csv")):
+        assert len(table) == 3
+        assert {_key(r) for _, r in table.iterrows()} == expected
+        for col in ["seed", "method", "t0", "eps_thm51", "eps_analytic", "seconds", "train_seconds", *METRIC_COLUMNS]:
+            assert col in table.columns, col
+    assert np.isfinite(df[METRIC_COLUMNS].to_numpy(float)).all()
+    for key in ("precision", "recall", "accuracy"):
+        vals = df[[f"{key}_{g}" for g in ("major", "minor", "avg")]].to_numpy(float)
+        assert ((0 <= vals) & (vals <= 1)).all()
+    assert (df[[c for c in METRIC_COLUMNS if c.startswith("fid")]] > -1e-6).all().all()
+
+    pfdm = df[df.method == "pfdm"].set_index("t0")
+    S = Schedule(cfg.T)
+    for t0 in T0S:
+        assert pfdm.loc[t0, "eps_thm51"] == pytest.approx(epsilon(t0, S, cfg.clip_norm, cfg.delta))
+        assert pfdm.loc[t0, "eps_analytic"] == pytest.approx(epsilon(t0, S, cfg.clip_norm, cfg.delta, "analytic"))
+    local = df[df.method == "local"].iloc[0]
+    assert pd.isna(local["eps_thm51"]) and pd.isna(local["t0"])  # no privacy claim for local-only
+
+    js = json.loads((out / "results.json").read_text())
+    assert js["config"]["t0s"] == list(T0S) and js["config"]["n_per_class"] == 5
+    assert [_key(r) for r in js["rows"]] == [_key(r) for _, r in df.iterrows()]
+    assert [r["fid_avg"] for r in js["rows"]] == pytest.approx(df["fid_avg"].tolist())
+
+
+def test_per_class_rows_match_summary(smoke_run):
+    cfg, out, df, _ = smoke_run
+    pc = pd.read_csv(out / "per_class.csv")
+    for col in ("seed", "method", "t0", "class", "group", "fid", "kid", "precision", "recall", "accuracy"):
+        assert col in pc.columns, col
+    assert len(pc) == 3 * 10
+    first = pc[(pc.method == "pfdm") & (pc.t0 == 400)]
+    assert first["class"].tolist() == list(range(10))
+    assert (first.group == ["majority"] * 5 + ["minority"] * 5).all()  # client 0: majority classes 0-4
+    for _, row in df.iterrows():
+        sel = pc[(pc.method == row.method) & ((pc.t0 == row.t0) | (pc.t0.isna() & pd.isna(row.t0)))]
+        assert len(sel) == 10
+        for key in ("fid", "kid", "precision", "recall", "accuracy"):
+            assert row[f"{key}_major"] == pytest.approx(sel[sel.group == "majority"][key].mean())
+            assert row[f"{key}_minor"] == pytest.approx(sel[sel.group == "minority"][key].mean())
+            assert row[f"{key}_avg"] == pytest.approx(sel[key].mean())
+
+
+def test_run_saves_checkpoints_and_samples(smoke_run):
+    cfg, out, _, _ = smoke_run
+    names = {p.name for p in (out / "seed0").iterdir()}
+    assert names == {"pfdm_shared_t0400.pt", "pfdm_personal_c0_t0400.pt", "pfdm_shared_t0693.pt",
+                     "pfdm_personal_c0_t0693.pt", "local_c0.pt", "config.json"}
+    samples = torch.load(out / "samples.pt", weights_only=False)
+    assert set(samples) == {(0, "pfdm", 400), (0, "pfdm", 693), (0, "local", None)}
+    assert all(s.shape == (10 * cfg.n_per_class, 1, 8, 8) and torch.isfinite(s).all() for s in samples.values())
+
+
+def test_rerun_resumes_without_training(smoke_run, monkeypatch):
+    cfg, out, df, runs = smoke_run
+    monkeypatch.setenv("PFDM_RUNS", str(runs))  # same cached classifier
+    ckpts = sorted((out / "seed0").glob("*.pt"))
+    mtimes = {p: p.stat().st_mtime_ns for p in ckpts}
+    steps = []
+    real_loss = train_mod.diffusion_loss
+
+    def counting_loss(*a, **k):
+        steps.append(1)
+        return real_loss(*a, **k)
+
+    monkeypatch.setattr(train_mod, "diffusion_loss", counting_loss)
+    monkeypatch.setattr(recipes, "train_classifier", lambda *a, **k: pytest.fail("classifier retrained"))
+    again = run(cfg, methods=("pfdm", "local"), seeds=(0,), out=out, progress=False)
+    assert steps == [], f"{len(steps)} optimiser steps taken on resume"
+    assert {p: p.stat().st_mtime_ns for p in ckpts} == mtimes  # no checkpoint rewritten
+    # same models, same sampling seeds, same classifier: the same numbers
+    np.testing.assert_allclose(again[METRIC_COLUMNS].to_numpy(float), df[METRIC_COLUMNS].to_numpy(float),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_counting_spy_sees_training(monkeypatch):
+    """Control for the resume test: the diffusion_loss spy does count the steps of a fresh training."""
+    calls = []
+    real = train_mod.diffusion_loss
+    monkeypatch.setattr(train_mod, "diffusion_loss", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    x, y = torch.rand(8, 1, 8, 8) * 2 - 1, torch.arange(8)
+    train_mod.train(UNet(UNetConfig(base_channels=8)), Schedule(), x, y, 1, 1000,
+                    config=TrainConfig(steps=2, batch_size=4), progress=False)
+    assert len(calls) == 2
+
+
+def test_central_and_fedavg_train_and_checkpoint(tmp_path):
+    cfg = tiny(train=TrainConfig(steps=2, batch_size=8, lr=1e-3), fedavg_rounds=2)
+    split = experiment.make_split(cfg, seed=0)
+    for method, ck in (("central", "central.pt"), ("fedavg", "fedavg.pt")):
+        models = train_method(method, cfg, split, 0, None, tmp_path, progress=False)
+        assert set(models) == {"model"} and not models["model"].training
+        assert (tmp_path / ck).exists()
+        fake = experiment.sample_method(method, models, cfg, torch.arange(3), None, seed=0)
+        assert fake.shape == (3, 1, 8, 8) and torch.isfinite(fake).all()
+
+
+# ----------------------------------------------------------------------------- summarize
+def test_summarize_mean_std_and_seed_counts():
+    rows = [dict(seed=s, method="pfdm", t0=693, fid_major=v, fid_minor=2 * v, fid_avg=1.5 * v)
+            for s, v in ((0, 1.0), (1, 3.0))]
+    rows += [dict(seed=s, method="local", t0=None, fid_major=v, fid_minor=v, fid_avg=v)
+             for s, v in ((0, 2.0), (1, 4.0), (2, 6.0))]
+    table = summarize(pd.DataFrame(rows))
+    assert list(table.columns) == ["method", "t0", "fid_major", "fid_minor", "fid_avg", "seeds"]
+    assert table["method"].tolist() == ["pfdm", "local"]
+    pfdm, local = table.iloc[0], table.iloc[1]
+    assert pfdm.fid_major == "2.00 ± 1.41" and pfdm.fid_minor == "4.00 ± 2.83" and pfdm.fid_avg == "3.00 ± 2.12"
+    assert float(pfdm.t0) == 693 and pfdm.seeds == 2
+    assert local.fid_major == "4.00 ± 2.00" and local.t0 == "-" and local.seeds == 3
+    custom = summarize(pd.DataFrame(rows), keys=("fid_avg",))
+    assert list(custom.columns) == ["method", "t0", "fid_avg", "seeds"]
+
+
+def test_summarize_of_a_real_run(smoke_run):
+    _, _, df, _ = smoke_run
+    table = summarize(df)
+    assert len(table) == 3 and (table.seeds == 1).all()
+    local = table[table.method == "local"].iloc[0]
+    assert local.t0 == "-"
+    assert local.fid_avg.startswith(f"{df[df.method == 'local'].fid_avg.iloc[0]:.2f} ± ")
+
+
+# ----------------------------------------------------------------------------- bad inputs
+def _no_training(monkeypatch):
+    monkeypatch.setattr(train_mod, "diffusion_loss", lambda *a, **k: pytest.fail("trained despite a bad input"))
+    monkeypatch.setattr(recipes, "train_classifier", lambda *a, **k: pytest.fail("classifier trained on bad input"))
+
+
+def test_unknown_method(monkeypatch, tmp_path):
+    _no_training(monkeypatch)
+    with pytest.raises(ValueError, match=r"unknown method.*'foo'.*allowed: pfdm, local, central, fedavg"):
+        run(tiny(), methods=("local", "foo"), seeds=(0,), out=tmp_path, progress=False)
+    split = experiment.make_split(tiny(), 0)
+    with pytest.raises(ValueError, match="unknown method 'foo'; allowed: pfdm, local, central, fedavg"):
+        train_method("foo", tiny(), split, 0, None, tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("t0", [0, 1000, -5, 2.5])
+def test_t0_out_of_range(t0):
+    with pytest.raises(ValueError, match=r"t0 must be an integer in 1\.\.999"):
+        preset_config("smoke", t0s=(693, t0))
+    with pytest.raises(ValueError, match=r"t0 must be an integer in 1\.\.999"):
+        ExperimentConfig(t0s=(t0,))
+
+
+def test_too_few_images(monkeypatch, tmp_path):
+    _no_training(monkeypatch)
+    with pytest.raises(ValueError, match="too few images"):
+        run(tiny(majority_per_class=1000), methods=("local",), seeds=(0,), out=tmp_path, progress=False)
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="unknown preset 'huge'; allowed: smoke, cpu, paper"):
+        preset_config("huge")
+
+
+@pytest.mark.parametrize("client", [4, -1])
+def test_client_out_of_range(client):
+    with pytest.raises(ValueError, match=r"client must be in 0\.\.3"):
+        preset_config("smoke", client=client)
+
+
+def test_empty_seeds_and_unknown_data(monkeypatch, tmp_path):
+    _no_training(monkeypatch)
+    with pytest.raises(ValueError, match="seeds must list at least one seed"):
+        run(tiny(), methods=("local",), seeds=(), out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="data must be one of"):
+        preset_config("smoke", data="cifar")
+
+
+# ----------------------------------------------------------------------------- command line
+def test_cli_run_smoke(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(experiment.PRESETS, "smoke", tiny(t0s=(693,)))  # keep the CLI test to a few seconds
+    out = tmp_path / "cli"
+    code = cli.main(["run", "--preset", "smoke", "--seeds", "0", "--methods", "local", "--out", str(out)])
+    assert code == 0
+    df = pd.read_csv(out / "results.csv")
+    assert df[["seed", "method"]].values.tolist() == [[0, "local"]]
+    assert set(METRIC_COLUMNS) <= set(df.columns)
+    printed = capsys.readouterr().out
+    assert "local" in printed and "fid_avg" in printed and f"results: {out}/results.csv" in printed
+    assert (out / "per_class.csv").exists() and (out / "results.json").exists()
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--methods", "foo"], "unknown method(s) ['foo']; allowed: pfdm, local, central, fedavg"),
+    (["--methods", "local", "--seeds", ""], "seeds must list at least one seed"),
+    (["--methods", "local", "--seeds", "a,b"], "--seeds must be comma-separated integers"),
+    (["--methods", "pfdm", "--t0", "0"], "t0 must be an integer in 1..999"),
+    (["--methods", "local", "--preset", "huge"], "unknown preset 'huge'"),
+])
+def test_cli_run_errors_one_line_exit_2(argv, msg, monkeypatch, tmp_path, capsys):
+    _no_training(monkeypatch)
+    out = tmp_path / "cli"
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", "--preset", "smoke", "--out", str(out), *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pfdm_core: error:") and err.count("\n") == 1 and msg in err, err
+    assert not (out / "results.csv").exists()
+    assert os.environ.get("PFDM_PRESET") is None
+
+
+def test_rerun_with_another_training_config_is_refused(smoke_run):
+    cfg, out, _, _ = smoke_run
+    with pytest.raises(ValueError, match=r"another config \(differs in \['clip_norm'\]\)"):
+        experiment.run(replace(cfg, clip_norm=1.0), ["local"], [0], out, progress=False)
