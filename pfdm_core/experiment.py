@@ -4,8 +4,9 @@
 
 Every trained model is checkpointed under `<out>/seed<s>/`, so a rerun (or a run resumed after
 an interruption) loads what is done and trains only what is missing. Results go to
-`<out>/results.json` and `<out>/results.csv` (one row per seed x method x t0) plus per-class
-rows in `<out>/per_class.csv`. Evaluation (DESIGN.md 3): samples of every class for client
+`<out>/<name>.json` and `<out>/<name>.csv` (one row per seed x method x t0; name defaults to
+"results"), per-class rows in `<out>/<name>_per_class.csv` and the samples in `<out>/<name>_samples.pt`;
+several calls with different names (the table, a t0 sweep) share one folder of checkpoints. Evaluation (DESIGN.md 3): samples of every class for client
 `client`; classifier FID / KID / precision / recall against the held-out real images of the
 class; accuracy of the classifier on the samples; split into majority / minority / average.
 """
@@ -183,7 +184,8 @@ def check_folder(folder: Path, cfg: ExperimentConfig) -> None:
 
 
 def run(cfg: ExperimentConfig, methods: Sequence[str] = METHODS, seeds: Sequence[int] = (0, 1, 2),
-        out: str | Path | None = None, progress: bool = True, keep_samples: bool = True) -> pd.DataFrame:
+        out: str | Path | None = None, progress: bool = True, keep_samples: bool = True,
+        name: str = "results") -> pd.DataFrame:
     """Train, sample and evaluate every (seed, method[, t0]); returns one row per run."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -214,11 +216,11 @@ def run(cfg: ExperimentConfig, methods: Sequence[str] = METHODS, seeds: Sequence
         if keep_samples:
             samples[(seed, method, t0)] = fake
     df = pd.DataFrame(rows)
-    df.to_csv(out / "results.csv", index=False)
-    pd.DataFrame(class_rows).to_csv(out / "per_class.csv", index=False)
-    (out / "results.json").write_text(json.dumps({"config": _jsonable(asdict(cfg)), "rows": rows}, indent=1))
+    df.to_csv(out / f"{name}.csv", index=False)
+    pd.DataFrame(class_rows).to_csv(out / f"{name}_per_class.csv", index=False)
+    (out / f"{name}.json").write_text(json.dumps({"config": _jsonable(asdict(cfg)), "rows": rows}, indent=1))
     if keep_samples:
-        torch.save(samples, out / "samples.pt")
+        torch.save(samples, out / f"{name}_samples.pt")
     return df
 
 

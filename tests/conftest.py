@@ -4,8 +4,12 @@ import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-# Tests use tiny tensors: one thread is faster than two and immune to a busy machine.
+from threadpoolctl import threadpool_limits
+
+# Tests use tiny models and 128x128 matrices: one thread (torch and BLAS) is fastest, and on a
+# 2-core machine shared with other work it avoids spin-waiting thread pools (30-100x slowdowns seen).
 torch.set_num_threads(1)
+threadpool_limits(1)
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from pfdm_core import cli, experiment, recipes
 from pfdm_core import train as train_mod
@@ -32,17 +31,6 @@ def tiny(**kw) -> ExperimentConfig:
     base = dict(majority_per_class=8, minority_per_class=2, n_per_class=5, classifier_epochs=1, ddim_steps=3,
                 net=UNetConfig(base_channels=8), train=TrainConfig(steps=3, batch_size=16, lr=1e-3), t0s=T0S)
     return preset_config("smoke", **{**base, **kw})
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models and 128x128 matrices: one thread (torch and BLAS) is fastest, and on a 2-core box
-    shared with other work it avoids spin-waiting thread pools (30-100x slowdowns measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +83,7 @@ def test_run_writes_results_with_one_row_per_seed_method_t0(smoke_run):
 
 def test_per_class_rows_match_summary(smoke_run):
     cfg, out, df, _ = smoke_run
-    pc = pd.read_csv(out / "per_class.csv")
+    pc = pd.read_csv(out / "results_per_class.csv")
     for col in ("seed", "method", "t0", "class", "group", "fid", "kid", "precision", "recall", "accuracy"):
         assert col in pc.columns, col
     assert len(pc) == 3 * 10
@@ -116,7 +104,7 @@ def test_run_saves_checkpoints_and_samples(smoke_run):
     names = {p.name for p in (out / "seed0").iterdir()}
     assert names == {"pfdm_shared_t0400.pt", "pfdm_personal_c0_t0400.pt", "pfdm_shared_t0693.pt",
                      "pfdm_personal_c0_t0693.pt", "local_c0.pt", "config.json"}
-    samples = torch.load(out / "samples.pt", weights_only=False)
+    samples = torch.load(out / "results_samples.pt", weights_only=False)
     assert set(samples) == {(0, "pfdm", 400), (0, "pfdm", 693), (0, "local", None)}
     assert all(s.shape == (10 * cfg.n_per_class, 1, 8, 8) and torch.isfinite(s).all() for s in samples.values())
 
@@ -250,7 +238,7 @@ def test_cli_run_smoke(monkeypatch, tmp_path, capsys):
     assert set(METRIC_COLUMNS) <= set(df.columns)
     printed = capsys.readouterr().out
     assert "local" in printed and "fid_avg" in printed and f"results: {out}/results.csv" in printed
-    assert (out / "per_class.csv").exists() and (out / "results.json").exists()
+    assert (out / "results_per_class.csv").exists() and (out / "results.json").exists()
 
 
 @pytest.mark.parametrize("argv, msg", [

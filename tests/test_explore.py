@@ -84,8 +84,12 @@ def test_scores_trivial_cases(x):
     noisy = x + 0.5 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
     assert (explore.ssim(noisy, x) < 1).all()
     assert torch.allclose(explore.ssim(noisy, x), explore.ssim(x, noisy))
-    chance = explore.chance_scores(x)
+    labels = torch.tensor([0, 0, 1, 1, 1, 2])
+    chance = explore.chance_scores(x, labels)
     assert chance["reid"] == pytest.approx(1 / len(x)) and chance["l2"] > 0
+    assert chance["reid_label"] == pytest.approx((1 / 2 + 1 / 2 + 1 / 3 * 3 + 1) / 6)
+    # with labels, a guess can only match candidates of its own class
+    assert explore.reid_rate(x[[1, 0, 2, 3, 4, 5]], x, labels) == pytest.approx(4 / 6)
 
 
 def test_reconstruction_sweep_tiny_model(x):
@@ -93,20 +97,20 @@ def test_reconstruction_sweep_tiny_model(x):
     model = UNet(UNetConfig(base_channels=8)).eval()
     y = torch.arange(len(x)) % 10
     df, images = explore.reconstruction_sweep(model, SCHED, x, y, [10, 500], seed=0, num_steps=2)
-    assert len(df) == 2 * (len(explore.METHODS) + 1)
+    assert len(df) == 2 * (len(explore.METHODS) + len(explore.ML_TESTS))
     assert df["reid"].between(0, 1).all() and df.dropna()["l2"].ge(0).all()
     for t0 in (10, 500):
         for method in explore.METHODS:
             guess = images[t0][method]
             assert guess.shape == x.shape and guess.abs().max() <= 1
-    # at t0 = 10 the upload barely differs from the image: the ML test re-identifies all
-    assert df.query("t0 == 10 and method == 'upload ML test'").reid.item() == 1.0
+    # at t0 = 10 the upload barely differs from the image: the ML tests re-identify all
+    assert (df.query("t0 == 10 and method in @explore.ML_TESTS").reid == 1.0).all()
 
 
 def test_tile_and_figures(x):
     assert explore.tile(torch.zeros(2, 3, 1, 8, 8)).shape == (2 * 9 + 1, 3 * 9 + 1)
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     figs = [explore.plot_upload_grid(x, [0, 100], SCHED, z), explore.plot_static_fallback(x, SCHED, z),
-            explore.plot_eps_curves(explore.eps_curves(Schedule(50)), [(10, 5.0, "ref")])]
+            explore.plot_eps_curves(explore.eps_curves(Schedule(50)), [(10, 5.0, "ref", (5, 5))])]
     assert all(isinstance(f, plt.Figure) for f in figs)
     plt.close("all")

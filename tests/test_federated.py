@@ -12,7 +12,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 from pfdm_core import experiment, federated, server
@@ -33,17 +32,6 @@ from pfdm_core.server import Upload
 from pfdm_core.train import TrainConfig, TrainResult
 
 S = Schedule()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models and 128x128 matrices: one thread (torch and BLAS) is fastest, and on a 2-core box
-    shared with other work it avoids spin-waiting thread pools (30-100x slowdowns measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
 
 
 def _cfg(**kw):
