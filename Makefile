@@ -7,7 +7,6 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 RUN_DIR ?= runs/default
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
 .PHONY: install run test unit nbtest clean

@@ -56,6 +56,7 @@ def digits_ddpm(preset: str = "cpu", seed: int = 0, progress: bool = True) -> tu
     recipe = choose(DIGITS_DDPM, name)
     sched = Schedule(recipe.T, recipe.schedule)
     train_set, _ = digits_split(seed)
+    torch.manual_seed(seed)  # the initial weights, so a retrain reproduces the cached model
     model = UNet(recipe.net).to(device())
     cfg = TrainConfig(**{**recipe.train.__dict__, "seed": seed, "checkpoint_every": 500})
     ckpt = runs_dir() / "checkpoints" / f"digits_ddpm_{name}_seed{seed}.pt"

@@ -2,17 +2,14 @@
 import re
 import time
 
-import matplotlib
+import matplotlib.pyplot as plt  # the Agg backend is set in conftest.py
+import pytest
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from pfdm_core import cli, explore  # noqa: E402
-from pfdm_core.nets import UNet, UNetConfig  # noqa: E402
-from pfdm_core.privacy import privatize  # noqa: E402
-from pfdm_core.schedule import Schedule  # noqa: E402
+from pfdm_core import cli, explore
+from pfdm_core.nets import UNet, UNetConfig
+from pfdm_core.privacy import privatize
+from pfdm_core.schedule import Schedule
 
 SCHED = Schedule()
 
@@ -88,6 +85,8 @@ def test_scores_trivial_cases(x):
     chance = explore.chance_scores(x, labels)
     assert chance["reid"] == pytest.approx(1 / len(x)) and chance["l2"] > 0
     assert chance["reid_label"] == pytest.approx((1 / 2 + 1 / 2 + 1 / 3 * 3 + 1) / 6)
+    same = [(0, 1), (2, 3), (2, 4), (3, 4)]  # the pairs that share a label
+    assert chance["l2_label"] == pytest.approx(sum(float((x[a] - x[b]).norm()) for a, b in same) / 4, rel=1e-5)
     # with labels, a guess can only match candidates of its own class
     assert explore.reid_rate(x[[1, 0, 2, 3, 4, 5]], x, labels) == pytest.approx(4 / 6)
 

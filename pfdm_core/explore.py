@@ -1,0 +1,337 @@
+"""Helpers for notebook 03: what a PFDM upload looks like at step t0, its eps, and an attack.
+
+DESIGN.md 2.1 (privacy, Theorem 5.1 and the analytic Gaussian mechanism) and 3 (attacks:
+"reconstruction of x_0 from the upload x_tilde scored by similarity to the truth").
+
+* `uploads`: x_tilde = sqrt(abar_t0) clip(x) + sqrt(1 - abar_t0) z for many t0 at once, with ONE
+  noise draw z (so the images change smoothly with t0); t0 = 0 is the raw image.
+* `eps_curves` / `eps_table`: eps of every t0 for both units and both accountants.
+* `upload_widget`: ipywidgets sliders for t0, C, delta updating eps and the upload live.
+* `reconstruct`, `posterior_mean_x0`, `l2_distance`, `ssim`, `reid_rate`, `reconstruction_sweep`:
+  an adversary who knows t0 (and the label, which is uploaded in the clear) denoises the upload.
+"""
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .diffusion import ddim_sample
+from .privacy import ACCOUNTANTS, UNITS, clip, epsilon, epsilon_curve
+from .schedule import Schedule
+
+# attack sizes per preset: candidates N (test images), DDIM steps, t0 values scored
+RECON = {
+    "smoke": dict(num_candidates=100, ddim_steps=5, t0s=(10, 100, 400, 690)),
+    "cpu": dict(num_candidates=100, ddim_steps=50, t0s=(10, 50, 100, 200, 300, 400, 500, 600, 690, 800, 900)),
+    "paper": dict(num_candidates=360, ddim_steps=100, t0s=(10, 50, 100, 200, 300, 400, 500, 600, 690, 800, 900)),
+}
+METHODS = ("DDIM t0 -> 0", "one-step x0_hat", "upload / sqrt(abar), clamped")
+ML_TESTS = ("ML test on upload", "ML test on upload + label")
+
+
+# ----------------------------------------------------------------------------- uploads and eps
+def abar_at(sched: Schedule, t0s: Sequence[int]) -> torch.Tensor:
+    """alpha_bar at each t0 (t0 = 0 gives 1: the raw image), float64, shape (K,)."""
+    return sched.alpha_bar[torch.as_tensor([sched.check_step(t, "t0", 0, sched.T - 1) for t in t0s])]
+
+
+def uploads(
+    x: torch.Tensor, t0s: Sequence[int], sched: Schedule, z: torch.Tensor, clip_norm: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_tilde, x_tilde / sqrt(abar)) for every t0, shape (K, B, ...), with the same noise z."""
+    x = clip(x, clip_norm) if clip_norm is not None else x
+    a = abar_at(sched, t0s).to(x).reshape(-1, *([1] * x.dim()))  # (K, 1, ..., 1)
+    x_tilde = a.sqrt() * x + (1 - a).sqrt() * z  # (K, B, ...)
+    return x_tilde, x_tilde / a.sqrt()
+
+
+def eps_curves(sched: Schedule | None = None, clip_norm: float = 10.0, delta: float = 1e-5) -> pd.DataFrame:
+    """eps for t0 = 1..T-1: one column per (unit, accountant), named 'per-image thm51' etc."""
+    sched = sched or Schedule()
+    cols = {f"{u} {a}": epsilon_curve(sched, clip_norm=clip_norm, delta=delta, accountant=a, unit=u)
+            for u in UNITS for a in ACCOUNTANTS}
+    return pd.DataFrame(cols, index=pd.RangeIndex(1, sched.T, name="t0"))
+
+
+def eps_table(t0s: Sequence[int], sched: Schedule | None = None, clip_norm: float = 10.0,
+              delta: float = 1e-5) -> pd.DataFrame:
+    """eps at chosen t0 for both units and accountants, plus sigma (the noise std, clean scale)."""
+    sched = sched or Schedule()
+    a = abar_at(sched, t0s).numpy()
+    out = {"sigma": np.sqrt((1 - a) / a)}
+    out |= {f"{u} {acc}": [epsilon(t, sched, clip_norm, delta, acc, u) for t in t0s]
+            for u in UNITS for acc in ACCOUNTANTS}
+    return pd.DataFrame(out, index=pd.Index(list(t0s), name="t0"))
+
+
+def eps_text(t0: int, sched: Schedule, clip_norm: float, delta: float) -> str:
+    """HTML of the eps at t0, each number in a span with a stable class (pfdm-eps-<unit>-<acc>)."""
+    e = {(u, a): epsilon(t0, sched, clip_norm, delta, a, u) for u in UNITS for a in ACCOUNTANTS}
+    span = lambda u, a: f'<span class="pfdm-eps-{u}-{a}">{e[u, a]:.2f}</span>'  # noqa: E731
+    return (f"<b>per image</b> (C = {clip_norm:g}): eps = {span('per-image', 'thm51')} (Thm 5.1), "
+            f"{span('per-image', 'analytic')} (analytic) &nbsp;|&nbsp; <b>per pixel</b>: eps = "
+            f"{span('per-pixel', 'thm51')} (Thm 5.1), {span('per-pixel', 'analytic')} (analytic) "
+            f"&nbsp;|&nbsp; delta = {delta:g}, sigma = {math.sqrt(1 / float(sched.alpha_bar[t0]) - 1):.3g}")
+
+
+# ----------------------------------------------------------------------------- image grids
+def tile(rows: torch.Tensor, pad: int = 1) -> np.ndarray:
+    """(R, N, 1, H, W) in [-1, 1] -> one grey image (R(H+pad)+pad, N(W+pad)+pad) in [0, 1]."""
+    R, N, _, H, W = rows.shape
+    x = (rows[:, :, 0].detach().float().cpu().clamp(-1, 1) + 1) / 2  # (R, N, H, W)
+    x = F.pad(x, (pad, 0, pad, 0), value=1.0)  # white border top/left of every cell
+    img = x.permute(0, 2, 1, 3).reshape(R * (H + pad), N * (W + pad))  # (R(H+p), N(W+p))
+    return F.pad(img, (0, pad, 0, pad), value=1.0).numpy()
+
+
+def show_rows(ax: plt.Axes, rows: torch.Tensor, labels: Sequence[str], title: str | None = None) -> plt.Axes:
+    """Draw `tile(rows)` on ax with one y-label per row."""
+    H = rows.shape[-2]
+    ax.imshow(tile(rows), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks([1 + r * (H + 1) + (H - 1) / 2 for r in range(len(labels))], labels)
+    ax.set_xticks([])
+    ax.grid(False)
+    for s in ax.spines.values():
+        s.set_visible(False)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def png(rows: torch.Tensor, scale: int = 10) -> bytes:
+    """PNG bytes of `tile(rows)` upscaled `scale` times (fast: no matplotlib)."""
+    from PIL import Image
+
+    img = Image.fromarray((tile(rows) * 255).round().astype(np.uint8))
+    buf = io.BytesIO()
+    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def plot_upload_grid(x: torch.Tensor, t0s: Sequence[int], sched: Schedule, z: torch.Tensor,
+                     clip_norm: float | None = None) -> plt.Figure:
+    """Two panels, rows = t0: the upload x_tilde and x_tilde / sqrt(abar) (clamped to [-1, 1])."""
+    up, rescaled = uploads(x, t0s, sched, z, clip_norm)
+    a = abar_at(sched, t0s).numpy()
+    labels = [f"t0={t}" + (" (raw)" if t == 0 else f"  σ={math.sqrt((1 - ai) / ai):.3g}") for t, ai in zip(t0s, a)]
+    fig, axes = plt.subplots(1, 2, figsize=(2 + 0.9 * x.shape[0], 0.55 * len(t0s) + 0.8), sharey=True)
+    show_rows(axes[0], up, labels, "upload x̃ = √ā x + √(1-ā) z")
+    show_rows(axes[1], rescaled, labels, "x̃ / √ā = x + σ z  (clean scale)")
+    return fig
+
+
+def plot_static_fallback(x: torch.Tensor, sched: Schedule, z: torch.Tensor, t0s: Sequence[int] = (100, 400, 690),
+                         clip_norm: float = 10.0, delta: float = 1e-5) -> plt.Figure:
+    """What the widget shows, at a few t0, with eps (both accountants, per image) in the titles."""
+    fig, axes = plt.subplots(len(t0s), 1, figsize=(2 + 0.6 * x.shape[0], 1.9 * len(t0s)))
+    for ax, t0 in zip(np.atleast_1d(axes), t0s):
+        up, rescaled = uploads(x, [t0], sched, z, clip_norm)
+        rows = torch.cat([clip(x, clip_norm)[None], up, rescaled])  # (3, B, ...)
+        e = [epsilon(t0, sched, clip_norm, delta, acc, "per-image") for acc in ACCOUNTANTS]
+        show_rows(ax, rows, ["clip(x)", "x̃", "x̃/√ā"], f"t0={t0}: ε = {e[0]:.2f} (Thm 5.1), {e[1]:.2f} (analytic)")
+    return fig
+
+
+# ----------------------------------------------------------------------------- the widget
+def upload_widget(x: torch.Tensor, sched: Schedule | None = None, t0: int = 690, clip_norm: float = 10.0,
+                  delta: float = 1e-5, seed: int = 0, scale: int = 10):
+    """A VBox with sliders t0 / C / delta, the eps label (class 'pfdm-eps') and the upload images.
+
+    The noise z is drawn once (seeded), so moving t0 rescales the same upload; `box.update(t0=...)`
+    sets the controls and refreshes (the same callback the sliders trigger).
+    """
+    import ipywidgets as w
+
+    sched = sched or Schedule()
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=x.dtype)  # drawn once
+    t0_slider = w.IntSlider(value=t0, min=1, max=sched.T - 1, description="t0",
+                            tooltip="diffusion step of the upload (1..T-1)", continuous_update=True)
+    c_slider = w.FloatSlider(value=clip_norm, min=0.5, max=12.0, step=0.5, description="C (l2 clip)",
+                             tooltip="per-image l2 clip norm; pixels in [-1, 1]")
+    deltas = sorted({1e-3, 1e-4, 1e-5, 1e-6, 1e-7, float(delta)}, reverse=True)
+    delta_dd = w.Dropdown(options=[(f"{d:g}", d) for d in deltas], value=float(delta), description="delta")
+    label = w.HTML(description="eps")
+    label.add_class("pfdm-eps")
+    image = w.Image(format="png")
+    caption = w.HTML("rows: clip(x) · upload x̃ · x̃/√ā (clean scale, clamped to [-1, 1]); same noise z for every t0")
+
+    def refresh(_=None) -> None:
+        t, C, d = t0_slider.value, c_slider.value, delta_dd.value
+        label.value = eps_text(t, sched, C, d)
+        up, rescaled = uploads(x, [t], sched, z, C)
+        image.value = png(torch.cat([clip(x, C)[None], up, rescaled]), scale)
+
+    for control in (t0_slider, c_slider, delta_dd):
+        control.observe(refresh, names="value")
+
+    def update(t0: int | None = None, clip_norm: float | None = None, delta: float | None = None) -> str:
+        """Set any of the controls, refresh, and return the eps label's HTML."""
+        for control, value in ((t0_slider, t0), (c_slider, clip_norm), (delta_dd, delta)):
+            if value is not None:
+                control.value = value  # fires refresh when the value changes
+        refresh()
+        return label.value
+
+    refresh()
+    box = w.VBox([w.HBox([t0_slider, c_slider, delta_dd]), label, image, caption])
+    box.update, box.controls = update, dict(t0=t0_slider, clip_norm=c_slider, delta=delta_dd, eps=label, image=image)
+    return box
+
+
+# ----------------------------------------------------------------------------- reconstruction attack
+@torch.no_grad()
+def posterior_mean_x0(model: nn.Module, sched: Schedule, x_tilde: torch.Tensor, t0: int,
+                      y: torch.Tensor | None = None) -> torch.Tensor:
+    """One-step x0_hat = (x_t0 - sqrt(1 - abar) eps_theta(x_t0, t0, y)) / sqrt(abar), clamped to [-1, 1]."""
+    a = float(sched.alpha_bar[sched.check_step(t0, "t0", 1, sched.T - 1)])
+    t = torch.full((x_tilde.shape[0],), t0, dtype=torch.long, device=x_tilde.device)
+    return ((x_tilde - math.sqrt(1 - a) * model(x_tilde, t, y)) / math.sqrt(a)).clamp(-1, 1)
+
+
+def reconstruct(model: nn.Module, sched: Schedule, x_tilde: torch.Tensor, t0: int, y: torch.Tensor | None = None,
+                num_steps: int = 50) -> torch.Tensor:
+    """Deterministic DDIM from x_t0 = x_tilde down to step 0 (the adversary knows t0)."""
+    return ddim_sample(model, sched, x_tilde, y, t_hi=t0, t_lo=0, num_steps=num_steps, origin=0)
+
+
+def l2_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image l2 distance ||a_i - b_i|| over all pixels, shape (B,)."""
+    return (a - b).flatten(1).norm(dim=1)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0, win_size: int = 5,
+         sigma: float = 1.0) -> torch.Tensor:
+    """Per-image SSIM (Wang et al. 2004), Gaussian window, 'valid' positions only, shape (B,).
+
+    a, b: (B, C, H, W) with values in a range of width `data_range` (2 for [-1, 1]).
+    """
+    C = a.shape[1]
+    g = torch.exp(-((torch.arange(win_size, dtype=a.dtype) - (win_size - 1) / 2) ** 2) / (2 * sigma**2))
+    win = (g[:, None] * g[None]) / g.sum() ** 2  # (k, k), sums to 1
+    win = win.expand(C, 1, win_size, win_size).to(a.device)
+    filt = lambda v: F.conv2d(v, win, groups=C)  # noqa: E731  local weighted mean, (B, C, H', W')
+    mu_a, mu_b = filt(a), filt(b)
+    var_a, var_b = filt(a * a) - mu_a**2, filt(b * b) - mu_b**2
+    cov = filt(a * b) - mu_a * mu_b
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return s.flatten(1).mean(1)
+
+
+def reid_rate(guesses: torch.Tensor, originals: torch.Tensor, labels: torch.Tensor | None = None) -> float:
+    """Fraction of guesses whose nearest original (l2, among all N) is their own (chance: 1/N).
+
+    With labels (public in PFDM), only candidates of the guess's own label are considered.
+    """
+    d = torch.cdist(guesses.flatten(1).double(), originals.flatten(1).double())  # (N, N)
+    if labels is not None:
+        d = d.masked_fill(labels[:, None] != labels[None, :], math.inf)
+    return (d.argmin(1) == torch.arange(len(guesses))).double().mean().item()
+
+
+def scores(guess: torch.Tensor, originals: torch.Tensor) -> dict[str, float]:
+    """Mean l2 distance, mean SSIM and re-identification rate of guesses against the truth."""
+    return dict(l2=l2_distance(guess, originals).mean().item(), ssim=ssim(guess, originals).mean().item(),
+                reid=reid_rate(guess, originals))
+
+
+def chance_scores(originals: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+    """No-information baselines: l2 / SSIM between two different originals and re-id 1/N; with
+    labels also '<metric>_label': two different originals of the same class, a random same-class pick."""
+    N = len(originals)
+    i, j = torch.triu_indices(N, N, 1)  # all pairs i < j
+    d, s = l2_distance(originals[i], originals[j]), ssim(originals[i], originals[j])  # (P,) each
+    out = dict(l2=d.mean().item(), ssim=s.mean().item(), reid=1 / N)
+    if labels is not None:
+        same = labels[i] == labels[j]
+        out |= dict(l2_label=d[same].mean().item(), ssim_label=s[same].mean().item(),
+                    reid_label=(1 / (labels[:, None] == labels[None, :]).sum(1).double()).mean().item())
+    return out
+
+
+def reconstruction_sweep(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.Tensor | None,
+                         t0s: Sequence[int], seed: int = 0, num_steps: int = 50,
+                         clip_norm: float | None = None) -> tuple[pd.DataFrame, dict[int, dict[str, torch.Tensor]]]:
+    """Privatize x at each t0 (one seeded z) and attack it three ways (METHODS).
+
+    Returns (scores: one row per (t0, method) with l2, ssim, reid; images[t0][method]). Two more
+    rows per t0: the maximum-likelihood re-identification from the unclamped upload, from pixels
+    only ('ML test on upload') and among the candidates with the upload's public label ('... + label').
+    """
+    model.eval()
+    dev = next(model.parameters()).device
+    x = clip(x, clip_norm) if clip_norm is not None else x
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=x.dtype)
+    ups, rescaled = uploads(x, t0s, sched, z)
+    rows, images = [], {}
+    y_dev = None if y is None else y.to(dev)
+    for k, t0 in enumerate(t0s):  # a few t0 values; each is one batched attack
+        up = ups[k].to(dev)
+        guesses = {METHODS[0]: reconstruct(model, sched, up, t0, y_dev, num_steps).cpu(),
+                   METHODS[1]: posterior_mean_x0(model, sched, up, t0, y_dev).cpu(),
+                   METHODS[2]: rescaled[k].clamp(-1, 1)}
+        images[t0] = {"upload": ups[k], **guesses}
+        rows += [dict(t0=t0, method=m, **scores(g, x)) for m, g in guesses.items()]
+        rows.append(dict(t0=t0, method=ML_TESTS[0], reid=reid_rate(rescaled[k], x)))
+        if y is not None:
+            rows.append(dict(t0=t0, method=ML_TESTS[1], reid=reid_rate(rescaled[k], x, y)))
+    return pd.DataFrame(rows), images
+
+
+# ----------------------------------------------------------------------------- figures
+def plot_eps_curves(curves: pd.DataFrame, refs: Sequence[tuple] = ()) -> plt.Figure:
+    """eps versus t0 (log y): colour = unit, line style = accountant; refs = (t0, eps, text, (dx, dy))."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    colours = dict(zip(UNITS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for col in curves:
+        unit, acc = col.split()
+        ax.plot(curves.index, curves[col], color=colours[unit], ls="-" if acc == "thm51" else "--",
+                label=f"{unit}, {'Theorem 5.1' if acc == 'thm51' else 'analytic (Balle & Wang)'}")
+    for t0, e, text, offset in refs:
+        ax.plot(t0, e, "o", color="k", ms=4, zorder=5)
+        ax.annotate(text, (t0, e), xytext=offset, textcoords="offset points", fontsize=8, va="center",
+                    ha="right" if offset[0] < 0 else "left" if offset[0] > 0 else "center",
+                    bbox=dict(fc="white", ec="none", alpha=0.85, pad=1), arrowprops=dict(arrowstyle="-", lw=0.6, color="k"))
+    ax.axhline(10, color="grey", lw=0.8, ls=":")
+    ax.set(yscale="log", xlabel="t0 (diffusion step of the upload)", ylabel="ε (log scale)", xlim=(0, curves.index[-1]))
+    ax.set_ylim(1e-1, 1e5)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    return fig
+
+
+def plot_reconstructions(images: dict[int, dict[str, torch.Tensor]], originals: torch.Tensor,
+                         t0s: Sequence[int], n: int = 10) -> plt.Figure:
+    """Rows: the originals, then for each t0 the upload x̃ and the two reconstructions."""
+    rows, labels = [originals[:n]], ["original"]
+    for t0 in t0s:
+        rows += [images[t0][k][:n] for k in ("upload", METHODS[0], METHODS[1])]
+        labels += [f"t0={t0}: upload x̃", "DDIM t0→0", "one-step x̂0"]
+    fig, ax = plt.subplots(figsize=(0.5 * n + 2, 0.42 * len(rows) + 0.5))
+    show_rows(ax, torch.stack(rows), labels)
+    return fig
+
+
+def plot_scores(df: pd.DataFrame, chance: dict[str, float], eps10_t0: int | None = None) -> plt.Figure:
+    """l2 distance, SSIM and re-identification rate versus t0, one line per attack."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    names = dict(l2="mean l2 distance to the truth", ssim="mean SSIM with the truth", reid="re-identification rate")
+    for ax, metric in zip(axes, names):
+        for method, g in df.dropna(subset=[metric]).groupby("method", sort=False):
+            ax.plot(g.t0, g[metric], "s:" if method in ML_TESTS else "o-", ms=3, label=method)
+        ax.axhline(chance[metric], color="grey", ls="--", lw=1, label="no information (another digit; 1/N)")
+        if f"{metric}_label" in chance:
+            ax.axhline(chance[f"{metric}_label"], color="grey", ls="-.", lw=1,
+                       label="label only (another digit of the class)")
+        if eps10_t0:
+            ax.axvline(eps10_t0, color="k", lw=0.8, ls=":", label=f"t0={eps10_t0}: ε≤10 per image")
+        ax.set(xlabel="t0", title=names[metric])
+    axes[2].legend(loc="upper left", bbox_to_anchor=(1.02, 1))
+    return fig
