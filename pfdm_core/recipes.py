@@ -68,11 +68,11 @@ def digits_ddpm(preset: str = "cpu", seed: int = 0, progress: bool = True) -> tu
 def digits_classifier(seed: int = 0, epochs: int = 30) -> Classifier:
     """The feature network of the digits metrics, trained on the training split (cached)."""
     path = runs_dir() / "checkpoints" / f"digits_classifier_seed{seed}_e{epochs}.pt"
-    train_set, _ = digits_split(seed)
     if path.exists():
         model = Classifier(1, 8, 10)
         model.load_state_dict(torch.load(path, map_location="cpu"))
         return model.eval()
+    train_set, _ = digits_split(seed)
     model = train_classifier(train_set.x, train_set.y, epochs=epochs, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
