@@ -176,9 +176,6 @@ def sample(
     raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
 
 
-
-
-
 def generate(
     model: Denoiser,
     sched: Schedule,
