@@ -85,11 +85,12 @@ def eps_text(t0: int, sched: Schedule, clip_norm: float, delta: float) -> str:
 # ----------------------------------------------------------------------------- image grids
 def tile(rows: torch.Tensor, pad: int = 1) -> np.ndarray:
     """(R, N, 1, H, W) in [-1, 1] -> one grey image (R(H+pad)+pad, N(W+pad)+pad) in [0, 1]."""
-    R, N, _, H, W = rows.shape
-    x = (rows[:, :, 0].detach().float().cpu().clamp(-1, 1) + 1) / 2  # (R, N, H, W)
-    x = F.pad(x, (pad, 0, pad, 0), value=1.0)  # white border top/left of every cell
-    img = x.permute(0, 2, 1, 3).reshape(R * (H + pad), N * (W + pad))  # (R(H+p), N(W+p))
-    return F.pad(img, (0, pad, 0, pad), value=1.0).numpy()
+    from torchvision.utils import make_grid
+
+    R, N = rows.shape[:2]
+    grid = make_grid(rows.detach().float().cpu().flatten(0, 1).clamp(-1, 1), nrow=N, padding=pad,
+                     normalize=True, value_range=(-1, 1), pad_value=1.0)  # (3, H', W')
+    return grid[0].numpy()
 
 
 def show_rows(ax: plt.Axes, rows: torch.Tensor, labels: Sequence[str], title: str | None = None) -> plt.Axes:
