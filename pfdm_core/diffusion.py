@@ -186,15 +186,17 @@ def generate(
     seed: int = 0,
     batch_size: int = 1000,
     progress: bool = False,
+    x_start: torch.Tensor | None = None,
     **kwargs,
 ) -> torch.Tensor:
-    """Samples from pure noise x_T ~ N(0, I), one per label in y (or shape[0] if y is None).
+    """Samples, one per label in y (or shape[0] if y is None), in chunks of `batch_size`.
 
-    shape is the shape of the whole batch (N, ...); work is done in chunks of `batch_size`.
+    Starts from pure noise x_T ~ N(0, I) of the whole batch's `shape` (N, ...), or from
+    `x_start` (e.g. x_t0 with t_hi=t0 in kwargs, to continue a chain); returned on the CPU.
     """
     g = torch.Generator().manual_seed(seed)
     dev = next(model.parameters()).device
-    x_T = torch.randn(shape, generator=g)
+    x_T = torch.randn(shape, generator=g) if x_start is None else x_start
     chunks = []
     for i in tqdm(range(0, shape[0], batch_size), desc="sampling", disable=not progress, leave=False):
         yb = None if y is None else y[i:i + batch_size].to(dev)

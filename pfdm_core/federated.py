@@ -24,11 +24,11 @@ from torch import nn
 from tqdm.auto import trange
 
 from .data import Dataset
-from .diffusion import generate, sample
+from .diffusion import generate
 from .privacy import clip, epsilon, privatize
 from .schedule import Schedule
 from .server import ModelFactory, Upload, server_train_shared
-from .train import TrainConfig, train
+from .train import TrainConfig, atomic_save, train
 
 
 def client_upload(data: Dataset, t0: int, sched: Schedule, clip_norm: float, seed: int = 0,
@@ -94,9 +94,7 @@ def train_fedavg(datasets: Sequence[Dataset], make_model: ModelFactory, sched: S
                for key in states[0]}
         model.load_state_dict(avg)
         if path:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "round": r + 1}, path.with_suffix(".tmp"))
-            os.replace(path.with_suffix(".tmp"), path)
+            atomic_save({"model": model.state_dict(), "round": r + 1}, path)
     return model.eval()
 
 
@@ -116,12 +114,8 @@ def pfdm_sample(shared: nn.Module, personal: nn.Module, sched: Schedule, t0: int
     n_shared, n_personal = split_steps(t0, sched.T, num_steps)
     x_t0 = generate(shared, sched, y, shape, sampler, n_shared, seed=seed, batch_size=batch_size,
                     t_lo=t0, origin=t0)
-    out, dev = [], next(personal.parameters()).device
-    g = torch.Generator(dev).manual_seed(seed + 1)
-    for i in range(0, shape[0], batch_size):
-        out.append(sample(personal, sched, x_t0[i:i + batch_size].to(dev), sampler, n_personal,
-                          y=y[i:i + batch_size].to(dev), t_hi=t0, generator=g).cpu())
-    return torch.cat(out)
+    return generate(personal, sched, y, shape, sampler, n_personal, seed=seed + 1, batch_size=batch_size,
+                    x_start=x_t0, t_hi=t0)
 
 __all__ = ["Upload", "client_upload", "server_train_shared", "client_train_personal", "train_full",
            "train_fedavg", "union", "pfdm_sample", "split_steps"]

@@ -7,7 +7,7 @@ model trained in one is reused by the other, and a run interrupted half-way resu
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -18,7 +18,7 @@ from .metrics import Classifier, train_classifier
 from .nets import UNet, UNetConfig
 from .presets import choose, resolve
 from .schedule import Schedule
-from .train import TrainConfig, device, train
+from .train import TrainConfig, atomic_save, device, train
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def digits_ddpm(preset: str = "cpu", seed: int = 0, progress: bool = True) -> tu
     train_set, _ = digits_split(seed)
     torch.manual_seed(seed)  # the initial weights, so a retrain reproduces the cached model
     model = UNet(recipe.net).to(device())
-    cfg = TrainConfig(**{**recipe.train.__dict__, "seed": seed, "checkpoint_every": 500})
+    cfg = replace(recipe.train, seed=seed, checkpoint_every=500)
     ckpt = runs_dir() / "checkpoints" / f"digits_ddpm_{name}_seed{seed}.pt"
     result = train(model, sched, train_set.x, train_set.y, 1, sched.T, config=cfg, checkpoint=ckpt,
                    progress=progress, desc=f"digits DDPM ({name})")
@@ -74,6 +74,5 @@ def digits_classifier(seed: int = 0, epochs: int = 30) -> Classifier:
         return model.eval()
     train_set, _ = digits_split(seed)
     model = train_classifier(train_set.x, train_set.y, epochs=epochs, seed=seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
+    atomic_save(model.state_dict(), path)
     return model

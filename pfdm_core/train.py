@@ -48,6 +48,13 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # one per step
 
 
+def atomic_save(obj: object, path: Path) -> None:
+    """torch.save through a temporary file and a rename: a crash never leaves half a checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, path.with_suffix(".tmp"))
+    os.replace(path.with_suffix(".tmp"), path)
+
+
 def device() -> torch.device:
     """CUDA when present, else CPU (the code runs unchanged on both)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -93,11 +100,8 @@ def train(
 
     def save(step: int) -> None:
         if path:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            state = dict(model=model.state_dict(), opt=opt.state_dict(), ema=ema.state_dict() if ema else None,
-                         gen=gen.get_state(), step=step, losses=losses, config=asdict(config))
-            torch.save(state, path.with_suffix(".tmp"))
-            os.replace(path.with_suffix(".tmp"), path)  # atomic: a crash never leaves half a file
+            atomic_save(dict(model=model.state_dict(), opt=opt.state_dict(), ema=ema.state_dict() if ema else None,
+                             gen=gen.get_state(), step=step, losses=losses, config=asdict(config)), path)
 
     model.train()
     n = len(x)
