@@ -4,6 +4,8 @@
     python -m pfdm_core epsilon --t0 690 --clip 10 --accountant analytic   # 8.77  (tight)
     python -m pfdm_core t0 --epsilon 10 --clip 10 --delta 1e-5             # 693
     python -m pfdm_core epsilon --t0 100 --per-pixel                       # 45.75
+    python -m pfdm_core run --data mnist --preset cpu --seeds 0            # Table 1 on MNIST
+    python -m pfdm_core download mnist                                     # needs internet
 
 Invalid arguments print one line `pfdm_core: error: ...` and exit with status 2.
 """
@@ -43,17 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epsilon", type=float, required=True, help="target eps > 0")
     _common(t)
     r = sub.add_parser("run", help="train and evaluate methods x seeds on a federated split (Table 1)")
-    r.add_argument("--data", default="digits", help="dataset (digits)")
+    r.add_argument("--data", default="digits", help="digits | mnist | cmnist | cifar10 | celeba")
     r.add_argument("--methods", default="pfdm,local,central,fedavg", help="comma-separated subset of the methods")
     r.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     r.add_argument("--preset", default="cpu", help="smoke | cpu | paper")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--t0", default=None, help="comma-separated PFDM split steps, 1..T-1")
     g.add_argument("--epsilon", type=float, default=None, help="target per-image eps: t0 = smallest step reaching it")
-    r.add_argument("--clip", type=float, default=10.0, help="per-image l2 clip norm C (default 10)")
+    r.add_argument("--clip", type=float, default=None, help="per-image l2 clip norm C (default: the preset's)")
     r.add_argument("--accountant", choices=ACCOUNTANTS, default="thm51", help="accountant used with --epsilon")
     r.add_argument("--clients", type=int, default=4, help="number of clients (two clusters)")
-    r.add_argument("--out", default=None, help="run folder (default runs/<preset>/digits)")
+    r.add_argument("--out", default=None, help="run folder (default runs/<preset>/<data>)")
+    d = sub.add_parser("download", help="fetch MNIST or CIFAR-10 with torchvision into ./data (or $PFDM_DATA)")
+    d.add_argument("name", choices=("mnist", "cifar10"))
     return parser
 
 
@@ -73,7 +77,9 @@ def _run(args: argparse.Namespace) -> int:
     from .recipes import runs_dir
 
     preset = resolve(args.preset)
-    cfg = preset_config(preset, data=args.data, num_clients=args.clients, clip_norm=args.clip)
+    cfg = preset_config(preset, args.data, num_clients=args.clients)
+    if args.clip is not None:
+        cfg = replace(cfg, clip_norm=args.clip)
     if args.t0:
         cfg = replace(cfg, t0s=tuple(_ints(args.t0, "--t0")))
     elif args.epsilon is not None:
@@ -93,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "download":
+            from .datasets import download
+
+            print(f"{args.name} is in {download(args.name)}")
+            return 0
         kw = dict(clip_norm=args.clip, delta=args.delta, accountant=args.accountant,
                   unit="per-pixel" if args.per_pixel else "per-image", pixels=args.pixels)
         sched = Schedule(args.T, args.schedule)
@@ -100,6 +111,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{epsilon(args.t0, sched, **kw):.2f}")
         else:
             print(t0_for_epsilon(args.epsilon, sched, **kw))
-    except ValueError as err:
-        parser.error(str(err).splitlines()[0])
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err).splitlines()[0] if isinstance(err, ValueError) else str(err))
     return 0

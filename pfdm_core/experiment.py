@@ -16,14 +16,15 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import metrics
+from . import datasets, metrics
 from .data import Dataset, client_classes, cluster_partition
 from .diffusion import generate
 from .federated import (
@@ -39,12 +40,12 @@ from .nets import UNet, UNetConfig
 from .presets import choose
 from .privacy import epsilon as eps_of
 from .privacy import t0_for_epsilon
-from .recipes import digits_classifier, digits_split, runs_dir
+from .recipes import digits_classifier, runs_dir
 from .schedule import Schedule
-from .train import TrainConfig, device
+from .train import TrainConfig, atomic_save, device
 
 METHODS = ("pfdm", "local", "central", "fedavg")
-DATASETS = ("digits",)
+DATASETS = datasets.NAMES
 
 
 @dataclass(frozen=True)
@@ -66,64 +67,184 @@ class ExperimentConfig:
     n_per_class: int = 100  # samples per class for the metrics
     client: int = 0  # the client whose table is reported
     classifier_epochs: int = 30
+    classifier_train_size: int = 0  # images the metric's classifier trains on (0: the whole train pool)
 
     def __post_init__(self) -> None:
         if self.data not in DATASETS:
             raise ValueError(f"data must be one of {DATASETS}, got {self.data!r}")
         if not 0 <= self.client < self.num_clients:
             raise ValueError(f"client must be in 0..{self.num_clients - 1}, got {self.client}")
+        if self.net.num_classes % 2:
+            raise ValueError(f"the two-cluster split needs an even number of classes, got {self.net.num_classes}")
         for t0 in self.t0s:
             Schedule(self.T).check_step(t0, "t0", 1, self.T - 1)
 
 
+def _image_net(size: int, channels: int, base: int = 32, num_classes: int = 10) -> UNetConfig:
+    return UNetConfig(size, channels, base, (1, 2, 2), num_classes=num_classes)
+
+
+def _paper(size: int, channels: int, num_classes: int = 10) -> ExperimentConfig:
+    """The paper's scale: 5000 / 50 images per majority / minority class, the DDPM CIFAR-10 UNet."""
+    return ExperimentConfig(majority_per_class=5000, minority_per_class=50, t0s=(284,), clip_norm=float(size * size * channels) ** 0.5,
+                            net=replace(UNetConfig.paper(num_classes), image_size=size, in_channels=channels),
+                            train=TrainConfig(steps=100_000, batch_size=128, lr=2e-4, ema_decay=0.9999),
+                            fedavg_rounds=100, ddim_steps=100, n_per_class=1000, classifier_epochs=10)
+
+
+def _images(size: int, channels: int, num_classes: int = 10) -> dict[str, ExperimentConfig]:
+    """smoke / cpu / paper for an image dataset of size x size x channels."""
+    data = {(28, 1): "mnist", (32, 3): "cifar10"}.get((size, channels), "mnist")
+    clip = float(size * size * channels) ** 0.5  # C = sqrt(d): ||x|| <= C for pixels in [-1, 1], never clipped
+    return {
+        "smoke": ExperimentConfig(data, majority_per_class=20, minority_per_class=3, clip_norm=clip, t0s=(284,),
+                                  net=_image_net(size, channels, 16, num_classes),
+                                  train=TrainConfig(steps=6, batch_size=16, lr=1e-3), fedavg_rounds=2, ddim_steps=5,
+                                  n_per_class=8, classifier_epochs=1, classifier_train_size=1000),
+        # measured on 2 cores: ~0.34 s per step of 64 images at 28x28 (1.06M parameters), so one
+        # 800-step model takes ~4.5 min and one seed of all four methods about 25 minutes
+        "cpu": ExperimentConfig(data, majority_per_class=500, minority_per_class=10, clip_norm=clip, t0s=(284,),
+                                net=_image_net(size, channels, 32, num_classes),
+                                train=TrainConfig(steps=800, batch_size=64, lr=1e-3), ddim_steps=25,
+                                n_per_class=100, classifier_epochs=3, classifier_train_size=20000),
+        "paper": replace(_paper(32, channels, num_classes), data=data),
+    }
+
+
 PRESETS = {
-    "smoke": ExperimentConfig(majority_per_class=20, minority_per_class=3, t0s=(693,), net=UNetConfig(base_channels=16),
-                              train=TrainConfig(steps=20, batch_size=32, lr=1e-3), fedavg_rounds=2, ddim_steps=10,
-                              n_per_class=10, classifier_epochs=3),
-    "cpu": ExperimentConfig(),
-    "paper": ExperimentConfig(net=UNetConfig(base_channels=64, num_res_blocks=2, attn_resolutions=(4,), dropout=0.1),
-                              train=TrainConfig(steps=20000, batch_size=128, lr=2e-4, ema_decay=0.9995),
-                              fedavg_rounds=100, ddim_steps=100, n_per_class=500),
+    "digits": {
+        "smoke": ExperimentConfig(majority_per_class=20, minority_per_class=3, t0s=(693,), net=UNetConfig(base_channels=16),
+                                  train=TrainConfig(steps=20, batch_size=32, lr=1e-3), fedavg_rounds=2, ddim_steps=10,
+                                  n_per_class=10, classifier_epochs=3),
+        "cpu": ExperimentConfig(),
+        "paper": ExperimentConfig(net=UNetConfig(base_channels=64, num_res_blocks=2, attn_resolutions=(4,), dropout=0.1),
+                                  train=TrainConfig(steps=20000, batch_size=128, lr=2e-4, ema_decay=0.9995),
+                                  fedavg_rounds=100, ddim_steps=100, n_per_class=500),
+    },
+    "mnist": _images(28, 1),
+    "cmnist": {k: replace(v, data="cmnist") for k, v in _images(32, 3).items()},
+    "cifar10": _images(32, 3),
+    "celeba": {k: replace(v, data="celeba") for k, v in _images(32, 3, num_classes=4).items()},
+}
+PRESETS["mnist"]["paper"] = replace(_paper(32, 1), data="mnist")  # MNIST padded to 32x32 for the paper UNet
+
+# Table 1 of the paper (FID majority / minority / avg, Inception features, client 0): for orientation only.
+PAPER_TABLE1 = {
+    "cifar10": {"central": (16.27, 17.62, 16.95), "fedavg": (18.05, 19.15, 18.60), "local": (19.87, 36.44, 28.16),
+                "pfdm": (19.85, 35.78, 27.82)},
+    "cmnist": {"central": (1.85, 1.45, 1.66), "fedavg": (1.89, 1.51, 1.70), "local": (2.19, 5.99, 4.09),
+               "pfdm": (1.72, 4.79, 3.26)},
+    "celeba": {"central": (13.72, 11.70, 12.71), "fedavg": (14.47, 11.83, 13.15), "local": (23.42, 41.38, 32.40),
+               "pfdm": (18.11, 28.09, 23.10)},
+    "mnist": {"pfdm": (5.40, 8.51, 6.96), "dpsgd": (31.06, 36.40, 33.73)},  # eps = 10
 }
 
 
-def preset_config(preset: str, **overrides) -> ExperimentConfig:
-    """The named preset with fields overridden (e.g. t0s=(100, 400))."""
-    return replace(choose(PRESETS, preset), **overrides)
+def paper_table(data: str) -> pd.DataFrame:
+    """The paper's Table 1 rows for `data` (empty when the paper reports none)."""
+    rows = [{"method": m, "fid_major": a, "fid_minor": b, "fid_avg": c}
+            for m, (a, b, c) in PAPER_TABLE1.get(data, {}).items()]
+    return pd.DataFrame(rows, columns=["method", "fid_major", "fid_minor", "fid_avg"])
 
 
-def t0_for(eps: float, cfg: ExperimentConfig, accountant: str = "thm51") -> int:
-    return t0_for_epsilon(eps, Schedule(cfg.T), clip_norm=cfg.clip_norm, delta=cfg.delta, accountant=accountant)
+def preset_config(preset: str, data: str = "digits", **overrides) -> ExperimentConfig:
+    """The named preset of dataset `data` with fields overridden (e.g. t0s=(100, 400))."""
+    if data not in PRESETS:
+        raise ValueError(f"unknown dataset {data!r}; allowed: {', '.join(PRESETS)}")
+    return replace(choose(PRESETS[data], preset), **overrides)
+
+
+def t0_for(eps: float, cfg: ExperimentConfig, accountant: str = "thm51", unit: str = "per-image") -> int:
+    """Smallest t0 whose upload has privacy `eps` (per image with C = cfg.clip_norm, or per pixel)."""
+    return t0_for_epsilon(eps, Schedule(cfg.T), clip_norm=cfg.clip_norm, delta=cfg.delta, accountant=accountant,
+                          unit=unit)
 
 
 @dataclass
 class Split:
     clients: list[Dataset]
     test: Dataset  # held-out real images: the metric's reference
-    train: Dataset  # the classifier's training split (union of all clients is a subset)
+    train: Dataset  # the metric classifier's training images (digits: the whole train split)
 
 
 def make_split(cfg: ExperimentConfig, seed: int) -> Split:
-    train_set, test_set = digits_split(seed)
+    """The clients' data, the held-out reference of client cfg.client, and the classifier's pool.
+
+    Colorized MNIST is painted after the partition: each client in its cluster's colours, the
+    reference in client cfg.client's, the classifier's pool half in each (datasets module doc).
+    """
+    train_set, test_set = datasets.load_split(cfg.data, seed, cfg.net.image_size)
     parts = cluster_partition(train_set.y, cfg.num_clients, cfg.majority_per_class, cfg.minority_per_class, seed)
-    return Split([train_set.subset(p) for p in parts], test_set, train_set)
+    clients = [train_set.subset(p) for p in parts]
+    n = cfg.classifier_train_size or len(train_set)
+    pool = train_set.subset(torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[:n])
+    if cfg.data == "cmnist":
+        cluster = lambda m: int(m >= (cfg.num_clients + 1) // 2)
+        clients = [datasets.colorize_cluster(d, cluster(m), seed * 1000 + m) for m, d in enumerate(clients)]
+        test_set = datasets.colorize_cluster(test_set, cluster(cfg.client), seed * 1000 + 999)
+        half = len(pool) // 2
+        pool = union([datasets.colorize_cluster(pool.subset(range(half)), 0, seed * 1000 + 998),
+                      datasets.colorize_cluster(pool.subset(range(half, len(pool))), 1, seed * 1000 + 997)])
+    shape = (cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size)
+    if tuple(test_set.x.shape[1:]) != shape:
+        raise ValueError(f"data {cfg.data!r} has images {tuple(test_set.x.shape[1:])} but the net expects {shape}; "
+                         "set net.in_channels / net.image_size to match")
+    return Split(clients, test_set, pool)
+
+
+def metric_classifier(cfg: ExperimentConfig, split: Split, seed: int) -> metrics.Classifier:
+    """The feature network of the classifier FID for cfg.data (trained once per seed, then cached)."""
+    if cfg.data == "digits":
+        return digits_classifier(seed, cfg.classifier_epochs)
+    c, s, k = cfg.net.in_channels, cfg.net.image_size, cfg.net.num_classes
+    path = runs_dir() / "checkpoints" / f"{cfg.data}{s}_classifier_seed{seed}_e{cfg.classifier_epochs}_n{len(split.train)}.pt"
+    if path.exists():
+        model = metrics.Classifier(c, s, k)
+        model.load_state_dict(torch.load(path, map_location="cpu"))
+        return model.eval()
+    model = metrics.train_classifier(split.train.x, split.train.y, epochs=cfg.classifier_epochs, seed=seed, progress=True)
+    atomic_save(model.state_dict(), path)
+    return model
 
 
 def evaluate_client(clf: metrics.Classifier, fake: torch.Tensor, fake_y: torch.Tensor, test: Dataset,
-                    majority: Sequence[int]) -> tuple[dict, list[dict]]:
-    """Per-class metrics of samples (fake, fake_y) against the test images of each class."""
+                    majority: Sequence[int], extras: dict[str, Callable[[torch.Tensor], float]] | None = None,
+                    test_features: np.ndarray | None = None, inception_net: nn.Module | None = None,
+                    ) -> tuple[dict, list[dict]]:
+    """Per-class metrics of samples (fake, fake_y) against the test images of each class.
+
+    `extras` {name: f(fake_c) -> float} adds columns (e.g. Colorized MNIST's colour match);
+    `test_features` = metrics.embed(clf, test.x), computed once when many runs share a reference;
+    `inception_net` (`inception.InceptionFeatures`) adds the standard Inception FID, "fid_inception"."""
+    extras = extras or {}
+    feats = metrics.embed(clf, test.x) if test_features is None else test_features
     rows = []
     for c in range(int(test.y.max()) + 1):
         real_c, fake_c = test.x[test.y == c], fake[fake_y == c]
-        rows.append({"class": c, "group": "majority" if c in majority else "minority",
-                     **metrics.evaluate(clf, real_c, fake_c, fake_y[fake_y == c])})
+        row = {"class": c, "group": "majority" if c in majority else "minority",
+               **metrics.evaluate(clf, real_c, fake_c, fake_y[fake_y == c], real_features=feats[(test.y == c).numpy()])}
+        if inception_net is not None:
+            from .inception import inception_fid
+
+            row["fid_inception"] = inception_fid(real_c, fake_c, net=inception_net)
+        rows.append({**row, **{name: f(fake_c) for name, f in extras.items()}})
     df = pd.DataFrame(rows)
     summary = {}
-    for key in ("fid", "kid", "precision", "recall", "accuracy"):
+    keys = ["fid", "kid", "precision", "recall", "accuracy", *extras] + (["fid_inception"] if inception_net is not None else [])
+    for key in keys:
         summary[f"{key}_major"] = float(df[df.group == "majority"][key].mean())
         summary[f"{key}_minor"] = float(df[df.group == "minority"][key].mean())
         summary[f"{key}_avg"] = float(df[key].mean())
     return summary, rows
+
+
+def extra_metrics(cfg: ExperimentConfig) -> dict[str, Callable[[torch.Tensor], float]]:
+    """Colorized MNIST: "color" = fraction of samples painted in client cfg.client's colour band
+    (the classifier FID is nearly colour-blind: its classifier is trained to ignore colour)."""
+    if cfg.data != "cmnist":
+        return {}
+    cluster = int(cfg.client >= (cfg.num_clients + 1) // 2)
+    return {"color": lambda x: float(datasets.in_band(datasets.stroke_hue(x), cluster).float().mean())}
 
 
 def _make_model(cfg: ExperimentConfig, seed: int):
@@ -192,27 +313,35 @@ def run(cfg: ExperimentConfig, methods: Sequence[str] = METHODS, seeds: Sequence
         raise ValueError(f"unknown method(s) {unknown}; allowed: {', '.join(METHODS)}")
     if not seeds:
         raise ValueError("seeds must list at least one seed")
-    out = Path(out) if out else runs_dir() / "digits"
+    out = Path(out) if out else runs_dir() / cfg.data
     out.mkdir(parents=True, exist_ok=True)
-    majority, _ = client_classes(cfg.client, cfg.num_clients)
+    K = cfg.net.num_classes
+    majority, _ = client_classes(cfg.client, cfg.num_clients, K)
     rows, class_rows, samples = [], [], {}
     jobs = [(s, m, t0) for s in seeds for m in methods for t0 in (cfg.t0s if m == "pfdm" else (None,))]
     sched = Schedule(cfg.T)
     for seed in seeds:
         check_folder(out / f"seed{seed}", cfg)
     splits = {seed: make_split(cfg, seed) for seed in seeds}
+    refs: dict[int, tuple] = {}  # seed -> (classifier, features of the held-out reference)
+    inception_net = _inception()
     for seed, method, t0 in tqdm(jobs, desc="runs", disable=not progress):
         split = splits[seed]
-        clf = digits_classifier(seed, cfg.classifier_epochs)  # trained once per seed, then loaded
+        if seed not in refs:  # the classifier is trained once per seed (then cached on disk)
+            clf = metric_classifier(cfg, split, seed)
+            refs[seed] = clf, metrics.embed(clf, split.test.x)
+        clf, ref = refs[seed]
         start = time.perf_counter()
         models = train_method(method, cfg, split, seed, t0, out / f"seed{seed}", progress)
         train_s = time.perf_counter() - start
-        y = torch.arange(10).repeat_interleave(cfg.n_per_class)
+        y = torch.arange(K).repeat_interleave(cfg.n_per_class)
         fake = sample_method(method, models, cfg, y, t0, seed)
-        summary, per_class = evaluate_client(clf, fake, y, split.test, majority)
+        summary, per_class = evaluate_client(clf, fake, y, split.test, majority, extra_metrics(cfg), ref,
+                                             inception_net)
         info = {"seed": seed, "method": method, "t0": t0,
                 "eps_thm51": eps_of(t0, sched, cfg.clip_norm, cfg.delta) if t0 else None,
                 "eps_analytic": eps_of(t0, sched, cfg.clip_norm, cfg.delta, "analytic") if t0 else None,
+                "eps_pixel": eps_of(t0, sched, delta=cfg.delta, unit="per-pixel") if t0 else None,
                 "seconds": time.perf_counter() - start, "train_seconds": train_s}
         rows.append({**info, **summary})
         class_rows += [{**info, **r} for r in per_class]
@@ -225,6 +354,18 @@ def run(cfg: ExperimentConfig, methods: Sequence[str] = METHODS, seeds: Sequence
     if keep_samples:
         torch.save(samples, out / f"{name}_samples.pt")
     return df
+
+
+def _inception() -> nn.Module | None:
+    """The FID Inception network when $PFDM_INCEPTION names a local weights file, else None
+    (results then carry the classifier FID only, as labelled in every table)."""
+    import os
+
+    if not os.environ.get("PFDM_INCEPTION"):
+        return None
+    from .inception import InceptionFeatures
+
+    return InceptionFeatures()
 
 
 def summarize(df: pd.DataFrame, keys: Sequence[str] = ("fid_major", "fid_minor", "fid_avg")) -> pd.DataFrame:

@@ -111,9 +111,12 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
 
 
 def evaluate(model: Classifier, real_x: torch.Tensor, fake_x: torch.Tensor, fake_y: torch.Tensor | None = None,
-             k: int = 3) -> dict[str, float]:
-    """Classifier FID, KID, precision, recall (and accuracy on fake_y when given) of fake vs real."""
-    r, f = embed(model, real_x), embed(model, fake_x)
+             k: int = 3, real_features: np.ndarray | None = None) -> dict[str, float]:
+    """Classifier FID, KID, precision, recall (and accuracy on fake_y when given) of fake vs real.
+
+    `real_features` = embed(model, real_x) when already computed (a fixed reference set)."""
+    r = embed(model, real_x) if real_features is None else real_features
+    f = embed(model, fake_x)
     p, rec = precision_recall(r, f, k)
     out = {"fid": frechet_distance(r, f), "kid": kid(r, f), "precision": p, "recall": rec}
     if fake_y is not None:

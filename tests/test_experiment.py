@@ -223,8 +223,10 @@ def test_empty_seeds_and_unknown_data(monkeypatch, tmp_path):
     _no_training(monkeypatch)
     with pytest.raises(ValueError, match="seeds must list at least one seed"):
         run(tiny(), methods=("local",), seeds=(), out=tmp_path, progress=False)
-    with pytest.raises(ValueError, match="data must be one of"):
+    with pytest.raises(ValueError, match="unknown dataset 'cifar'; allowed: digits, mnist"):
         preset_config("smoke", data="cifar")
+    with pytest.raises(ValueError, match="data must be one of"):
+        ExperimentConfig(data="cifar")
 
 
 # ----------------------------------------------------------------------------- command line
