@@ -1,15 +1,18 @@
 # pfdm: two commands set everything up (see README.md).
 #   make run   - create .venv, install, execute every notebook with papermill (defaults)
 #   make test  - create .venv if needed, unit tests + every notebook under nbval (smoke preset)
+#   make rerun PRESET=cpu - every notebook at one preset into runs/<preset>/ with a summary.json
+#   make frontier - privacy-utility frontier on digits (papermill grid of notebook 04)
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 RUN_DIR ?= runs/default
+PRESET ?= cpu
 export PYTHONHASHSEED := 0
 
-.PHONY: install run test unit nbtest clean
+.PHONY: install run rerun frontier test unit nbtest clean
 
 install: $(STAMP)
 
@@ -27,6 +30,12 @@ run: $(STAMP)
 	  echo "== $$nb"; \
 	  $(VENV)/bin/papermill --cwd notebooks --kernel python3 "$$nb" "$(RUN_DIR)/$$(basename $$nb)" || exit 1; \
 	done
+
+rerun: $(STAMP)
+	$(PY) scripts/rerun.py --preset $(PRESET)
+
+frontier: $(STAMP)
+	$(PY) scripts/frontier.py --preset $(PRESET) --publish
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests

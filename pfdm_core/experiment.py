@@ -286,7 +286,7 @@ def sample_method(method: str, models: dict[str, nn.Module], cfg: ExperimentConf
 
 
 # fields that change what is trained (the others only change sampling and evaluation)
-_EVAL_ONLY = ("t0s", "n_per_class", "ddim_steps", "classifier_epochs")
+_EVAL_ONLY = ("t0s", "n_per_class", "ddim_steps", "classifier_epochs", "classifier_train_size")
 
 
 def check_folder(folder: Path, cfg: ExperimentConfig) -> None:

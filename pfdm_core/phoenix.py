@@ -1,0 +1,272 @@
+"""Phoenix: federated DDPM strategies on top of FedAvg (Jothiraj & Mashhadi 2023, arXiv 2306.04098).
+
+DESIGN.md 4. Every strategy is an option of one FedAvg loop (`train_phoenix`), so they combine:
+* FedAvg (McMahan et al. 2017): each round a fraction of the connected clients trains
+  `steps // rounds` local steps from the global weights; the server averages the weights,
+  weighted by client data size. With default `PhoenixConfig` it is `federated.train_fedavg`,
+  bit for bit.
+* Data sharing (Zhao et al. 2018, arXiv 1806.00582): a class-balanced global subset G with
+  beta = |G| / total client data; each client receives a random fraction alpha of G, appended to
+  its local data. G comes from a given pool, else from the union of the clients (then every
+  client sees images of the others: no privacy at all for those images).
+* Personalization layers (FedPer, Arivazhagan et al. 2019, arXiv 1912.00818): parameters whose
+  names start with one of `personal_layers` are never averaged; each client keeps and trains
+  its own copy.
+* Threshold filtering: every round each participating client generates a few samples, scored
+  by a precision metric (`knn_precision_score`, Kynkaanniemi et al. 2019, or any score fn;
+  higher is better). The worst of the round is flagged (if its score is below `filter_threshold`);
+  a client flagged in `filter_k` of its participating rounds in a row is disconnected, and its
+  update of that round is dropped. Without a threshold someone is flagged every round, so long
+  runs keep disconnecting until a single client is left: set the threshold for long runs.
+Partitions: `iid_partition`, `dirichlet_partition` (Hsu et al. 2019, arXiv 1909.06335) and the
+two-cluster split of `data.cluster_partition`.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import trange
+
+from .data import Dataset, cluster_partition
+from .diffusion import generate
+from .federated import union
+from .metrics import precision_recall
+from .schedule import Schedule
+from .server import ModelFactory
+from .train import TrainConfig, atomic_save, train
+
+PARTITIONS = ("iid", "dirichlet", "cluster")
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], float]  # (samples, labels) -> precision, higher is better
+
+
+# ----------------------------------------------------------------------------- partitions
+def iid_partition(n: int, num_clients: int, seed: int = 0) -> list[np.ndarray]:
+    """A random split of range(n) into num_clients parts whose sizes differ by at most 1."""
+    if num_clients < 1 or n < num_clients:
+        raise ValueError(f"need 1 <= num_clients <= n, got num_clients={num_clients}, n={n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    return [np.sort(p) for p in np.array_split(perm, num_clients)]
+
+
+def dirichlet_partition(labels: torch.Tensor | np.ndarray, num_clients: int, alpha: float, seed: int = 0,
+                        min_size: int = 1, max_tries: int = 100) -> list[np.ndarray]:
+    """Non-IID split: client m holds a fraction p_cm ~ Dir(alpha 1_M) of class c (Hsu et al. 2019).
+
+    Small alpha: few classes per client; large alpha: close to IID. Redrawn (up to max_tries)
+    until every client holds at least min_size examples."""
+    if not alpha > 0:
+        raise ValueError(f"dirichlet alpha must be > 0, got {alpha}")
+    if num_clients < 1:
+        raise ValueError(f"num_clients must be >= 1, got {num_clients}")
+    _, y = np.unique(np.asarray(labels), return_inverse=True)  # classes -> 0..K-1
+    n, K = len(y), int(y.max()) + 1
+    counts = np.bincount(y, minlength=K)
+    rng = np.random.default_rng(seed)
+    for _ in range(max_tries):
+        P = rng.dirichlet(np.full(num_clients, alpha), size=K)  # (K, M): class c's shares
+        order = np.lexsort((rng.random(n), y))  # by class, random within the class
+        rank = np.empty(n)
+        rank[order] = np.arange(n) - (np.cumsum(counts) - counts)[y[order]]  # position within the class
+        u = (rank + 0.5) / counts[y]  # (n,) in (0, 1)
+        client = np.minimum((u[:, None] > np.cumsum(P, 1)[y]).sum(1), num_clients - 1)  # (n,)
+        sizes = np.bincount(client, minlength=num_clients)
+        if sizes.min() >= min_size:
+            return [np.flatnonzero(client == m) for m in range(num_clients)]
+    raise ValueError(f"no Dirichlet(alpha={alpha}) draw in {max_tries} tries gave every client >= {min_size} "
+                     "examples; raise alpha or lower num_clients/min_size")
+
+
+def partition(labels: torch.Tensor | np.ndarray, kind: str = "iid", num_clients: int = 4, seed: int = 0,
+              dirichlet_alpha: float = 0.5, **cluster_kw) -> list[np.ndarray]:
+    """Index arrays, one per client: "iid", "dirichlet" (dirichlet_alpha) or "cluster" (DESIGN.md 3)."""
+    if kind == "iid":
+        return iid_partition(len(labels), num_clients, seed)
+    if kind == "dirichlet":
+        return dirichlet_partition(labels, num_clients, dirichlet_alpha, seed)
+    if kind == "cluster":
+        return cluster_partition(labels, num_clients, seed=seed, **cluster_kw)
+    raise ValueError(f"partition kind must be one of {PARTITIONS}, got {kind!r}")
+
+
+# ----------------------------------------------------------------------------- data sharing
+def _check_fraction(value: float, name: str) -> float:
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return float(value)
+
+
+def share_global_subset(datasets: Sequence[Dataset], beta: float, alpha: float, seed: int = 0,
+                        pool: Dataset | None = None) -> tuple[list[Dataset], Dataset]:
+    """(clients with shared images appended, G). G is class-balanced, |G| = beta * total rounded
+    down to a multiple of the number of classes; each client gets round(alpha |G|) distinct images of G."""
+    beta, alpha = _check_fraction(beta, "beta"), _check_fraction(alpha, "alpha")
+    pool = pool if pool is not None else union(datasets)
+    total = sum(len(d) for d in datasets)
+    classes = np.unique(pool.y.numpy())
+    per_class = int(beta * total) // len(classes)
+    if beta > 0 and per_class == 0:
+        raise ValueError(f"beta={beta} gives |G| = {int(beta * total)} < {len(classes)} classes; raise beta")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in classes:
+        members = np.flatnonzero(pool.y.numpy() == c)
+        if len(members) < per_class:
+            raise ValueError(f"class {c} has {len(members)} images in the pool, G needs {per_class}; lower beta")
+        chosen.append(rng.choice(members, per_class, replace=False))
+    G = pool.subset(np.sort(np.concatenate(chosen)))
+    n_share = round(alpha * len(G))
+    out = []
+    for d in datasets:
+        s = G.subset(rng.choice(len(G), n_share, replace=False))
+        out.append(Dataset(torch.cat([d.x, s.x]), torch.cat([d.y, s.y])))
+    return out, G
+
+
+# ----------------------------------------------------------------------------- aggregation
+def personal_keys(keys: Sequence[str], prefixes: Sequence[str]) -> set[str]:
+    """State-dict keys under any of the module prefixes (e.g. "head" -> "head.2.weight")."""
+    out = set()
+    for p in prefixes:
+        p = p.rstrip(".")
+        hits = {k for k in keys if k == p or k.startswith(p + ".")}
+        if not hits:
+            tops = sorted({k.split(".")[0] for k in keys})
+            raise ValueError(f"personal layer {p!r} matches no parameter; top-level modules: {tops}")
+        out |= hits
+    return out
+
+
+def weighted_average(states: Sequence[dict[str, torch.Tensor]], sizes: Sequence[int],
+                     exclude: set[str] = frozenset()) -> dict[str, torch.Tensor]:
+    """sum_k (n_k / n) state_k for every key not in `exclude` (FedAvg's server step, float64 sums)."""
+    w = torch.tensor(sizes, dtype=torch.float64) / sum(sizes)
+    return {key: sum(wi * s[key].double() for wi, s in zip(w, states)).to(states[0][key].dtype)
+            for key in states[0] if key not in exclude}
+
+
+# ----------------------------------------------------------------------------- filtering
+def knn_precision_score(reference: torch.Tensor, features: Callable[[torch.Tensor], np.ndarray] | None = None,
+                        k: int = 3) -> ScoreFn:
+    """Score fn: precision (fraction of samples in the k-NN balls of `reference`) in a feature space
+    (default: raw pixels; e.g. `lambda x: metrics.embed(clf, x)`)."""
+    features = features or (lambda x: x.flatten(1).double().numpy())
+    ref = features(reference)
+    return lambda x, y: precision_recall(ref, features(x), k)[0]
+
+
+# ----------------------------------------------------------------------------- the loop
+@dataclass(frozen=True)
+class PhoenixConfig:
+    rounds: int = 8  # x (steps // rounds) local steps = TrainConfig.steps
+    client_fraction: float = 1.0  # of the connected clients, per round
+    beta: float = 0.0  # data sharing: |G| / total client data (0: off)
+    alpha: float = 0.0  # data sharing: fraction of G each client receives
+    personal_layers: tuple[str, ...] = ()  # parameter-name prefixes never averaged, e.g. ("head",)
+    filter_k: int = 0  # disconnect after being worst this many participating rounds in a row (0: off)
+    filter_threshold: float = float("inf")  # flag the worst only if its score is below this
+    filter_samples: int = 20  # samples each client generates per round for its score
+    filter_ddim_steps: int = 10
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or not 0 < self.client_fraction <= 1:
+            raise ValueError(f"need rounds >= 1 and client_fraction in (0, 1], got {self.rounds}, {self.client_fraction}")
+        _check_fraction(self.beta, "beta")
+        _check_fraction(self.alpha, "alpha")
+        if self.filter_k < 0 or self.filter_samples < 1 or self.filter_ddim_steps < 1:
+            raise ValueError("need filter_k >= 0, filter_samples >= 1 and filter_ddim_steps >= 1, got "
+                             f"{self.filter_k}, {self.filter_samples}, {self.filter_ddim_steps}")
+
+
+STRATEGIES = {  # the Phoenix family, ready to compare (DESIGN.md 4); "head" = the UNet's output layers
+    "fedavg": PhoenixConfig(),
+    "sharing": PhoenixConfig(beta=0.05, alpha=0.5),
+    "personal": PhoenixConfig(personal_layers=("head",)),
+    "personal_filter": PhoenixConfig(personal_layers=("head",), filter_k=3),  # Phoenix's second strategy
+}
+
+
+@dataclass
+class PhoenixResult:
+    model: nn.Module  # the global model (personal layers: the initial weights)
+    personal: list[dict[str, torch.Tensor]]  # client m's own personal layers ({} without personalization)
+    disconnected: list[int] = field(default_factory=list)  # in order of disconnection
+    history: list[dict] = field(default_factory=list)  # per round: clients, scores, flagged, disconnected
+
+    def client_model(self, m: int) -> nn.Module:
+        """Client m's model: the global weights with its own personal layers."""
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(self.personal[m], strict=False)
+        return model.eval()
+
+
+def train_phoenix(datasets: Sequence[Dataset], make_model: ModelFactory, sched: Schedule, config: TrainConfig,
+                  phoenix: PhoenixConfig | None = None, score_fn: ScoreFn | None = None, pool: Dataset | None = None,
+                  checkpoint: str | os.PathLike | None = None, progress: bool = True) -> PhoenixResult:
+    """FedAvg of a full DDPM with the Phoenix options (module docstring); checkpoints every round, resumes."""
+    ph = phoenix or PhoenixConfig()
+    if ph.filter_k and score_fn is None:
+        raise ValueError("threshold filtering (filter_k > 0) needs a score_fn, e.g. knn_precision_score(reference)")
+    if ph.beta > 0:
+        datasets, _ = share_global_subset(datasets, ph.beta, ph.alpha, config.seed, pool)
+    M, local_steps = len(datasets), max(1, config.steps // ph.rounds)
+    num_classes = int(max(d.y.max() for d in datasets)) + 1
+    model = make_model()
+    mine = personal_keys(list(model.state_dict()), ph.personal_layers)
+    personal = [{k: v.clone() for k, v in model.state_dict().items() if k in mine} for _ in range(M)]
+    streak, disconnected, history = [0] * M, [], []
+    g = torch.Generator().manual_seed(config.seed)
+    start, path = 0, Path(checkpoint) if checkpoint else None
+    fingerprint = dict(config=asdict(config), phoenix=asdict(ph), sizes=[len(d) for d in datasets])
+    if path and path.exists():
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state["fingerprint"] != fingerprint:
+            raise ValueError(f"checkpoint {path} was written with another configuration; delete it to restart")
+        model.load_state_dict(state["model"])
+        personal, streak, disconnected, history = state["personal"], state["streak"], state["disconnected"], state["history"]
+        g.set_state(state["gen"])
+        start = state["round"]
+    m = max(1, round(ph.client_fraction * M))
+    for r in trange(start, ph.rounds, desc="Phoenix rounds", disable=not progress, initial=start, total=ph.rounds):
+        active = [k for k in range(M) if k not in disconnected]
+        chosen = [active[i] for i in torch.randperm(len(active), generator=g)[:m].tolist()]
+        states, sizes, scores = [], [], {}
+        for k in chosen:
+            local = copy.deepcopy(model)
+            local.load_state_dict(personal[k], strict=False)
+            cfg = replace(config, steps=local_steps, seed=config.seed + 1000 * r + k, checkpoint_every=0)
+            train(local, sched, datasets[k].x, datasets[k].y, 1, sched.T, config=cfg, progress=False)
+            states.append(local.state_dict())
+            sizes.append(len(datasets[k]))
+            personal[k] = {key: states[-1][key].clone() for key in mine}
+            if ph.filter_k:
+                y = torch.arange(ph.filter_samples) % num_classes
+                x = generate(local, sched, y, (ph.filter_samples, *datasets[k].x.shape[1:]), "ddim",
+                             ph.filter_ddim_steps, seed=config.seed + 1000 * r + k)
+                scores[k] = float(score_fn(x, y))
+        flagged = min(scores, key=scores.get) if len(scores) > 1 else None  # the worst of the round ...
+        flagged = flagged if flagged is not None and scores[flagged] < ph.filter_threshold else None  # ... if bad
+        for k in scores:
+            streak[k] = streak[k] + 1 if k == flagged else 0
+        if flagged is not None and streak[flagged] >= ph.filter_k:
+            disconnected.append(flagged)
+            i = chosen.index(flagged)  # its update of this round is dropped too
+            states, sizes = states[:i] + states[i + 1:], sizes[:i] + sizes[i + 1:]
+        model.load_state_dict(weighted_average(states, sizes, exclude=mine), strict=False)
+        history.append(dict(round=r + 1, clients=chosen, scores=scores, flagged=flagged,
+                            disconnected=list(disconnected)))
+        if path:
+            atomic_save(dict(model=model.state_dict(), personal=personal, streak=streak, disconnected=disconnected,
+                             history=history, gen=g.get_state(), round=r + 1, fingerprint=fingerprint), path)
+    return PhoenixResult(model.eval(), personal, disconnected, history)
+
+
+__all__ = ["PARTITIONS", "STRATEGIES", "PhoenixConfig", "PhoenixResult", "ScoreFn", "dirichlet_partition",
+           "iid_partition", "knn_precision_score", "partition", "personal_keys", "share_global_subset",
+           "train_phoenix", "weighted_average"]
