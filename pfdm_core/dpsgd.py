@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from .diffusion import diffusion_loss
 from .privacy import check_delta, check_positive
 from .schedule import Schedule
-from .train import TrainConfig, atomic_save
+from .train import TrainConfig, atomic_save, ema_update
 
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 
@@ -184,10 +184,7 @@ def train_dpsgd(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.Ten
             loss = torch.tensor(float("nan"))
         opt.step()
         accountant.step(noise_multiplier=sigma, sample_rate=q)
-        if ema is not None:
-            with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), model.parameters()):
-                    pe.lerp_(pm, 1 - config.ema_decay)
+        ema_update(ema, model, config.ema_decay)
         losses.append(loss.item())
         if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
             save(step + 1)

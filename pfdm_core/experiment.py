@@ -42,7 +42,7 @@ from .privacy import epsilon as eps_of
 from .privacy import t0_for_epsilon
 from .recipes import digits_classifier, runs_dir
 from .schedule import Schedule
-from .train import TrainConfig, atomic_save, device
+from .train import TrainConfig, atomic_save, check_config_folder, device
 
 METHODS = ("pfdm", "local", "central", "fedavg")
 DATASETS = datasets.NAMES
@@ -291,17 +291,7 @@ _EVAL_ONLY = ("t0s", "n_per_class", "ddim_steps", "classifier_epochs", "classifi
 
 def check_folder(folder: Path, cfg: ExperimentConfig) -> None:
     """Refuse to reuse checkpoints in `folder` that were trained under another configuration."""
-    fingerprint = {k: v for k, v in _jsonable(asdict(cfg)).items() if k not in _EVAL_ONLY}
-    path = folder / "config.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        keys = sorted(k for k in fingerprint.keys() | old.keys() if fingerprint.get(k) != old.get(k))
-        if keys:
-            raise ValueError(f"{folder} holds models trained with another config (differs in {keys}); "
-                             "use another --out or delete that folder")
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(fingerprint, indent=1))
+    check_config_folder(folder, {k: v for k, v in _jsonable(asdict(cfg)).items() if k not in _EVAL_ONLY})
 
 
 def run(cfg: ExperimentConfig, methods: Sequence[str] = METHODS, seeds: Sequence[int] = (0, 1, 2),

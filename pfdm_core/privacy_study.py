@@ -49,7 +49,7 @@ from .privacy import clip, epsilon, epsilon_curve
 from .recipes import digits_split, runs_dir
 from .schedule import Schedule
 from .server import Upload
-from .train import TrainConfig, device
+from .train import TrainConfig, check_config_folder, device
 
 # The paper's reported membership-inference AUC (DESIGN.md 3), for orientation only: other data, models, budgets.
 PAPER_AUC = {"pfdm": 0.50, "non-private": (0.82, 0.996)}
@@ -165,16 +165,7 @@ def study_folder(preset: str, seed: int = 0) -> Path:
 
 def check_folder(folder: Path, cfg: StudyConfig) -> None:
     """Refuse checkpoints in `folder` trained under another config; record the config otherwise."""
-    fingerprint = json.loads(json.dumps({k: asdict(cfg)[k] for k in _TRAINED_BY}))
-    path = folder / "config.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in fingerprint.keys() | old.keys() if fingerprint.get(k) != old.get(k))
-        if diff:
-            raise ValueError(f"{folder} holds models trained with another config (differs in {diff}); "
-                             "use another folder or delete it to retrain")
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(fingerprint, indent=1))
+    check_config_folder(folder, json.loads(json.dumps({k: asdict(cfg)[k] for k in _TRAINED_BY})))
 
 
 def train_models(cfg: StudyConfig, split: Split, seed: int = 0, folder: Path | None = None,

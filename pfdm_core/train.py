@@ -8,6 +8,7 @@ with its own data and step range [t_lo, t_hi] on the sub-chain starting at `orig
 from __future__ import annotations
 
 import copy
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,6 +54,28 @@ def atomic_save(obj: object, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(obj, path.with_suffix(".tmp"))
     os.replace(path.with_suffix(".tmp"), path)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module | None, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter (no-op without an EMA copy)."""
+    if ema is not None:
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(pm, 1 - decay)
+
+
+def check_config_folder(folder: Path, fingerprint: dict) -> None:
+    """Refuse a checkpoint folder whose config.json differs from `fingerprint`; record it otherwise."""
+    path = folder / "config.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in fingerprint.keys() | old.keys() if fingerprint.get(k) != old.get(k))
+        if diff:
+            raise ValueError(f"{folder} holds models trained with another config (differs in {diff}); "
+                             "use another folder (--out) or delete it to retrain")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fingerprint, indent=1))
 
 
 def device() -> torch.device:
@@ -114,10 +137,7 @@ def train(
         if config.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step()
-        if ema is not None:
-            with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), model.parameters()):
-                    pe.lerp_(pm, 1 - config.ema_decay)
+        ema_update(ema, model, config.ema_decay)
         losses.append(loss.item())
         if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
             save(step + 1)
