@@ -40,9 +40,9 @@ from .nets import UNet, UNetConfig
 from .presets import choose
 from .privacy import epsilon as eps_of
 from .privacy import t0_for_epsilon
-from .recipes import digits_classifier, runs_dir
+from .recipes import cached_classifier, digits_classifier, runs_dir
 from .schedule import Schedule
-from .train import TrainConfig, atomic_save, check_config_folder, device
+from .train import TrainConfig, check_config_folder, device
 
 METHODS = ("pfdm", "local", "central", "fedavg")
 DATASETS = datasets.NAMES
@@ -197,14 +197,9 @@ def metric_classifier(cfg: ExperimentConfig, split: Split, seed: int) -> metrics
     if cfg.data == "digits":
         return digits_classifier(seed, cfg.classifier_epochs)
     c, s, k = cfg.net.in_channels, cfg.net.image_size, cfg.net.num_classes
-    path = runs_dir() / "checkpoints" / f"{cfg.data}{s}_classifier_seed{seed}_e{cfg.classifier_epochs}_n{len(split.train)}.pt"
-    if path.exists():
-        model = metrics.Classifier(c, s, k)
-        model.load_state_dict(torch.load(path, map_location="cpu"))
-        return model.eval()
-    model = metrics.train_classifier(split.train.x, split.train.y, epochs=cfg.classifier_epochs, seed=seed, progress=True)
-    atomic_save(model.state_dict(), path)
-    return model
+    name = f"{cfg.data}{s}_classifier_seed{seed}_e{cfg.classifier_epochs}_n{len(split.train)}"
+    return cached_classifier(name, (c, s, k), lambda: metrics.train_classifier(
+        split.train.x, split.train.y, epochs=cfg.classifier_epochs, seed=seed, progress=True))
 
 
 def evaluate_client(clf: metrics.Classifier, fake: torch.Tensor, fake_y: torch.Tensor, test: Dataset,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -65,14 +66,24 @@ def digits_ddpm(preset: str = "cpu", seed: int = 0, progress: bool = True) -> tu
     return result.model, sched, result.losses
 
 
-def digits_classifier(seed: int = 0, epochs: int = 30) -> Classifier:
-    """The feature network of the digits metrics, trained on the training split (cached)."""
-    path = runs_dir() / "checkpoints" / f"digits_classifier_seed{seed}_e{epochs}.pt"
+def cached_classifier(name: str, shape: tuple[int, int, int], fit: Callable[[], Classifier]) -> Classifier:
+    """Classifier `name` from runs/checkpoints/<name>.pt, or `fit()` it and cache it there.
+
+    shape = (in_channels, image_size, num_classes) of the cached network."""
+    path = runs_dir() / "checkpoints" / f"{name}.pt"
     if path.exists():
-        model = Classifier(1, 8, 10)
+        model = Classifier(*shape)
         model.load_state_dict(torch.load(path, map_location="cpu"))
         return model.eval()
-    train_set, _ = digits_split(seed)
-    model = train_classifier(train_set.x, train_set.y, epochs=epochs, seed=seed)
+    model = fit()
     atomic_save(model.state_dict(), path)
     return model
+
+
+def digits_classifier(seed: int = 0, epochs: int = 30) -> Classifier:
+    """The feature network of the digits metrics, trained on the training split (cached)."""
+    def fit() -> Classifier:
+        train_set, _ = digits_split(seed)
+        return train_classifier(train_set.x, train_set.y, epochs=epochs, seed=seed)
+
+    return cached_classifier(f"digits_classifier_seed{seed}_e{epochs}", (1, 8, 10), fit)
