@@ -2,6 +2,13 @@
 
     run(ExperimentConfig, methods=("pfdm", "local", "central", "fedavg"), seeds=(0, 1, 2))
 
+Methods: PFDM ("pfdm"), local-only ("local"), centralized ("central"), FedAvg ("fedavg"), and
+the rivals of DESIGN.md 3-4: central DP-SGD diffusion (DPDM, "dpsgd", on the union of the
+clients at eps = cfg.dp_eps) and the Phoenix strategies ("phoenix_sharing",
+"phoenix_personal", "phoenix_filter"; `phoenix.STRATEGIES`). All share one network, one step
+budget (`cfg.train`) and one split (`cfg.partition`: the paper's two-cluster split, IID or
+Dirichlet).
+
 Every trained model is checkpointed under `<out>/seed<s>/`, so a rerun (or a run resumed after
 an interruption) loads what is done and trains only what is missing. Results go to
 `<out>/<name>.json` and `<out>/<name>.csv` (one row per seed x method x t0; name defaults to
@@ -36,7 +43,10 @@ from .federated import (
     train_full,
     union,
 )
+from .dpsgd import DPConfig, train_dpsgd
 from .nets import UNet, UNetConfig
+from .phoenix import PARTITIONS, STRATEGIES, knn_precision_score, train_phoenix
+from .phoenix import partition as index_partition
 from .presets import choose
 from .privacy import epsilon as eps_of
 from .privacy import t0_for_epsilon
@@ -44,7 +54,9 @@ from .recipes import cached_classifier, digits_classifier, runs_dir
 from .schedule import Schedule
 from .train import TrainConfig, check_config_folder, device
 
-METHODS = ("pfdm", "local", "central", "fedavg")
+METHODS = ("pfdm", "local", "central", "fedavg")  # the default table (Table 1)
+PHOENIX = {"phoenix_sharing": "sharing", "phoenix_personal": "personal", "phoenix_filter": "personal_filter"}
+ALL_METHODS = (*METHODS, "dpsgd", *PHOENIX)
 DATASETS = datasets.NAMES
 
 
@@ -68,16 +80,32 @@ class ExperimentConfig:
     client: int = 0  # the client whose table is reported
     classifier_epochs: int = 30
     classifier_train_size: int = 0  # images the metric's classifier trains on (0: the whole train pool)
+    # the split: "cluster" (DESIGN.md 3), "iid" or "dirichlet", over the same number of images
+    partition: str = "cluster"
+    dirichlet_alpha: float = 0.5
+    # DP-SGD (DPDM) rival, central on the union of the clients: target eps (Opacus accountant,
+    # add/remove neighbours; see `dpsgd`), per-example gradient clip, noise multiplicity K
+    dp_eps: float = 10.0
+    dp_clip_norm: float = 1.0
+    dp_multiplicity: int = 1  # DPDM uses 32 on MNIST; each draw costs a forward/backward pass
+    dp_accountant: str = "rdp"
+    phoenix_filter_reference: int = 500  # images of the public pool (split.train) scoring the filter
 
     def __post_init__(self) -> None:
         if self.data not in DATASETS:
             raise ValueError(f"data must be one of {DATASETS}, got {self.data!r}")
+        if self.partition not in PARTITIONS:
+            raise ValueError(f"partition must be one of {PARTITIONS}, got {self.partition!r}")
+        self.dp_config()  # validates the DP-SGD fields
         if not 0 <= self.client < self.num_clients:
             raise ValueError(f"client must be in 0..{self.num_clients - 1}, got {self.client}")
         if self.net.num_classes % 2:
             raise ValueError(f"the two-cluster split needs an even number of classes, got {self.net.num_classes}")
         for t0 in self.t0s:
             Schedule(self.T).check_step(t0, "t0", 1, self.T - 1)
+
+    def dp_config(self) -> DPConfig:
+        return DPConfig(self.dp_eps, self.delta, self.dp_clip_norm, self.dp_multiplicity, self.dp_accountant)
 
 
 def _image_net(size: int, channels: int, base: int = 32, num_classes: int = 10) -> UNetConfig:
@@ -175,6 +203,11 @@ def make_split(cfg: ExperimentConfig, seed: int) -> Split:
     """
     train_set, test_set = datasets.load_split(cfg.data, seed, cfg.net.image_size)
     parts = cluster_partition(train_set.y, cfg.num_clients, cfg.majority_per_class, cfg.minority_per_class, seed)
+    if cfg.partition != "cluster":  # the same number of images, split IID or by Dirichlet(alpha)
+        chosen = torch.from_numpy(np.concatenate(parts))
+        y = train_set.y[chosen]
+        parts = [chosen[p].numpy() for p in index_partition(y, cfg.partition, cfg.num_clients, seed,
+                                                            cfg.dirichlet_alpha)]
     clients = [train_set.subset(p) for p in parts]
     n = cfg.classifier_train_size or len(train_set)
     pool = train_set.subset(torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[:n])
@@ -250,8 +283,12 @@ def _make_model(cfg: ExperimentConfig, seed: int):
 
 
 def train_method(method: str, cfg: ExperimentConfig, split: Split, seed: int, t0: int | None, folder: Path,
-                 progress: bool = True) -> dict[str, nn.Module]:
-    """Train (or load from `folder`) the models of one method for client cfg.client."""
+                 progress: bool = True, info: dict | None = None) -> dict[str, nn.Module]:
+    """Train (or load from `folder`) the models of one method for client cfg.client.
+
+    `info`, when given, receives what the method reports beyond its models (DP-SGD's accountant
+    eps and noise multiplier, the clients Phoenix's filter disconnected)."""
+    info = {} if info is None else info
     sched, make = Schedule(cfg.T), _make_model(cfg, seed)
     tc = replace(cfg.train, seed=seed, checkpoint_every=max(1, cfg.train.steps // 4))
     me = split.clients[cfg.client]
@@ -269,7 +306,27 @@ def train_method(method: str, cfg: ExperimentConfig, split: Split, seed: int, t0
     if method == "fedavg":
         return {"model": train_fedavg(split.clients, make, sched, tc, cfg.fedavg_rounds, cfg.fedavg_fraction,
                                       folder / "fedavg.pt", progress)}
-    raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    if method == "dpsgd":
+        dp = cfg.dp_config()
+        pooled = union(split.clients)
+        res = train_dpsgd(make(), sched, pooled.x, pooled.y, tc, dp,
+                          folder / f"dpsgd_eps{dp.eps:g}_K{dp.multiplicity}_C{dp.clip_norm:g}_{dp.accountant}.pt",
+                          progress, desc=f"DP-SGD (eps={dp.eps:g})")
+        info.update(dp_eps_spent=res.eps, dp_noise_multiplier=res.noise_multiplier, dp_sample_rate=res.sample_rate)
+        return {"model": res.model}
+    if method in PHOENIX:
+        strategy = replace(STRATEGIES[PHOENIX[method]], rounds=cfg.fedavg_rounds, client_fraction=cfg.fedavg_fraction)
+        score = None
+        if strategy.filter_k:  # precision against public images (split.train), never the test reference
+            clf = metric_classifier(cfg, split, seed)
+            ref = split.train.x[torch.randperm(len(split.train), generator=torch.Generator().manual_seed(seed))
+                                [:cfg.phoenix_filter_reference]]
+            score = knn_precision_score(ref, lambda x: metrics.embed(clf, x))
+        res = train_phoenix(split.clients, make, sched, tc, strategy, score, pool=split.train,  # G: public images
+                            checkpoint=folder / f"{method}.pt", progress=progress)
+        info.update(disconnected=res.disconnected)
+        return {"model": res.client_model(cfg.client)}
+    raise ValueError(f"unknown method {method!r}; allowed: {', '.join(ALL_METHODS)}")
 
 
 def sample_method(method: str, models: dict[str, nn.Module], cfg: ExperimentConfig, y: torch.Tensor,
@@ -280,22 +337,26 @@ def sample_method(method: str, models: dict[str, nn.Module], cfg: ExperimentConf
     return generate(models["model"], sched, y, shape, "ddim", cfg.ddim_steps, seed=seed)
 
 
-# fields that change what is trained (the others only change sampling and evaluation)
+# fields that change what is trained (the others only change sampling and evaluation) ...
 _EVAL_ONLY = ("t0s", "n_per_class", "ddim_steps", "classifier_epochs", "classifier_train_size")
+# ... and fields of one method only, which its own checkpoint guards (name and fingerprint)
+_METHOD_OWN = ("dp_eps", "dp_clip_norm", "dp_multiplicity", "dp_accountant", "phoenix_filter_reference")
 
 
 def check_folder(folder: Path, cfg: ExperimentConfig) -> None:
-    """Refuse to reuse checkpoints in `folder` that were trained under another configuration."""
-    check_config_folder(folder, {k: v for k, v in _jsonable(asdict(cfg)).items() if k not in _EVAL_ONLY})
+    """Refuse to reuse checkpoints in `folder` that were trained under another configuration.
+    A field added to the config after the folder was written is read there as its default."""
+    keep = lambda d: {k: v for k, v in _jsonable(d).items() if k not in _EVAL_ONLY + _METHOD_OWN}
+    check_config_folder(folder, keep(asdict(cfg)), defaults=keep(asdict(ExperimentConfig())))
 
 
 def run(cfg: ExperimentConfig, methods: Sequence[str] = METHODS, seeds: Sequence[int] = (0, 1, 2),
         out: str | Path | None = None, progress: bool = True, keep_samples: bool = True,
         name: str = "results") -> pd.DataFrame:
     """Train, sample and evaluate every (seed, method[, t0]); returns one row per run."""
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; allowed: {', '.join(METHODS)}")
+        raise ValueError(f"unknown method(s) {unknown}; allowed: {', '.join(ALL_METHODS)}")
     if not seeds:
         raise ValueError("seeds must list at least one seed")
     out = Path(out) if out else runs_dir() / cfg.data
@@ -317,7 +378,8 @@ def run(cfg: ExperimentConfig, methods: Sequence[str] = METHODS, seeds: Sequence
             refs[seed] = clf, metrics.embed(clf, split.test.x)
         clf, ref = refs[seed]
         start = time.perf_counter()
-        models = train_method(method, cfg, split, seed, t0, out / f"seed{seed}", progress)
+        extra: dict = {}
+        models = train_method(method, cfg, split, seed, t0, out / f"seed{seed}", progress, extra)
         train_s = time.perf_counter() - start
         y = torch.arange(K).repeat_interleave(cfg.n_per_class)
         fake = sample_method(method, models, cfg, y, t0, seed)
@@ -327,7 +389,7 @@ def run(cfg: ExperimentConfig, methods: Sequence[str] = METHODS, seeds: Sequence
                 "eps_thm51": eps_of(t0, sched, cfg.clip_norm, cfg.delta) if t0 else None,
                 "eps_analytic": eps_of(t0, sched, cfg.clip_norm, cfg.delta, "analytic") if t0 else None,
                 "eps_pixel": eps_of(t0, sched, delta=cfg.delta, unit="per-pixel") if t0 else None,
-                "seconds": time.perf_counter() - start, "train_seconds": train_s}
+                "seconds": time.perf_counter() - start, "train_seconds": train_s, **extra}
         rows.append({**info, **summary})
         class_rows += [{**info, **r} for r in per_class]
         if keep_samples:

@@ -64,11 +64,12 @@ def ema_update(ema: nn.Module | None, model: nn.Module, decay: float) -> None:
             pe.lerp_(pm, 1 - decay)
 
 
-def check_config_folder(folder: Path, fingerprint: dict) -> None:
-    """Refuse a checkpoint folder whose config.json differs from `fingerprint`; record it otherwise."""
+def check_config_folder(folder: Path, fingerprint: dict, defaults: dict | None = None) -> None:
+    """Refuse a checkpoint folder whose config.json differs from `fingerprint`; record it otherwise.
+    A key missing from an older config.json is read as its value in `defaults` (if given)."""
     path = folder / "config.json"
     if path.exists():
-        old = json.loads(path.read_text())
+        old = {**(defaults or {}), **json.loads(path.read_text())}
         diff = sorted(k for k in fingerprint.keys() | old.keys() if fingerprint.get(k) != old.get(k))
         if diff:
             raise ValueError(f"{folder} holds models trained with another config (differs in {diff}); "

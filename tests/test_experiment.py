@@ -266,3 +266,50 @@ def test_rerun_with_another_training_config_is_refused(smoke_run):
     cfg, out, _, _ = smoke_run
     with pytest.raises(ValueError, match=r"another config \(differs in \['clip_norm'\]\)"):
         experiment.run(replace(cfg, clip_norm=1.0), ["local"], [0], out, progress=False)
+
+
+# ----------------------------------------------------------------------------- the rivals (issue 7)
+def test_rivals_train_checkpoint_and_report(tmp_path, monkeypatch):
+    """DP-SGD and the Phoenix strategies run as methods: checkpoint, sample, report what they spent."""
+    monkeypatch.setenv("PFDM_RUNS", str(tmp_path / "runs"))
+    cfg = tiny(train=TrainConfig(steps=4, batch_size=8, lr=1e-3), fedavg_rounds=2, dp_eps=8.0)
+    split = experiment.make_split(cfg, seed=0)
+    for method, ck in (("dpsgd", "dpsgd_eps8_K1_C1_rdp.pt"), ("phoenix_sharing", "phoenix_sharing.pt"),
+                       ("phoenix_personal", "phoenix_personal.pt"), ("phoenix_filter", "phoenix_filter.pt")):
+        info = {}
+        models = train_method(method, cfg, split, 0, None, tmp_path, progress=False, info=info)
+        assert (tmp_path / ck).exists(), method
+        fake = experiment.sample_method(method, models, cfg, torch.arange(3), None, seed=0)
+        assert fake.shape == (3, 1, 8, 8) and torch.isfinite(fake).all()
+        if method == "dpsgd":
+            assert info["dp_eps_spent"] == pytest.approx(8.0, rel=0.01) and info["dp_noise_multiplier"] > 0
+        else:
+            assert info["disconnected"] == []
+
+
+@pytest.mark.parametrize("kind", ["iid", "dirichlet"])
+def test_other_partitions_split_the_same_images(kind):
+    cluster = experiment.make_split(tiny(), seed=0)
+    other = experiment.make_split(tiny(partition=kind), seed=0)
+    key = lambda s: sorted(tuple(x.flatten().tolist()) for d in s.clients for x in d.x)
+    assert key(cluster) == key(other)  # the same images, shared out differently
+    sizes = [len(d) for d in other.clients]
+    if kind == "iid":
+        assert max(sizes) - min(sizes) <= 1
+        # client 0 holds more of its "minority" classes 5..9 than the cluster split's 2 per class
+        assert (other.clients[0].y >= 5).sum() > (cluster.clients[0].y >= 5).sum()
+    with pytest.raises(ValueError, match="partition must be one of"):
+        tiny(partition="random")
+
+
+def test_folder_written_before_a_new_field_is_still_reused(smoke_run, tmp_path):
+    """A config.json without a field added later (here: partition) reads it as its default."""
+    cfg, out, _, _ = smoke_run
+    folder = tmp_path / "seed0"
+    folder.mkdir()
+    old = json.loads((out / "seed0" / "config.json").read_text())
+    old.pop("partition")
+    (folder / "config.json").write_text(json.dumps(old))
+    experiment.check_folder(folder, cfg)  # accepted
+    with pytest.raises(ValueError, match="partition"):
+        experiment.check_folder(folder, replace(cfg, partition="iid"))
