@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -96,8 +97,12 @@ def train(
     checkpoint: str | os.PathLike | None = None,
     progress: bool = True,
     desc: str = "train",
+    on_step: Callable[[int, nn.Module], None] | None = None,
 ) -> TrainResult:
-    """Minimise the eps-loss of `model` on data x (at step `origin`) over steps t_lo..t_hi."""
+    """Minimise the eps-loss of `model` on data x (at step `origin`) over steps t_lo..t_hi.
+
+    `on_step(step, model)` runs after every optimiser step with the weights a caller would use
+    (the EMA copy when ema_decay > 0), e.g. to track a validation loss (`selection`)."""
     config = config or TrainConfig()
     if not torch.isfinite(x).all():
         raise ValueError("training data x contains NaN or infinite values")
@@ -140,6 +145,8 @@ def train(
         opt.step()
         ema_update(ema, model, config.ema_decay)
         losses.append(loss.item())
+        if on_step is not None:
+            on_step(step + 1, ema if ema is not None else model)
         if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
             save(step + 1)
     if start < config.steps:
