@@ -108,14 +108,15 @@ def split_steps(t0: int, T: int, num_steps: int) -> tuple[int, int]:
 @torch.no_grad()
 def pfdm_sample(shared: nn.Module, personal: nn.Module, sched: Schedule, t0: int, y: torch.Tensor,
                 shape: tuple[int, ...], sampler: str = "ddim", num_steps: int = 25, seed: int = 0,
-                batch_size: int = 1000) -> torch.Tensor:
-    """Client m's samples: x_T ~ N(0, I) -> shared w denoises T..t0+1 -> personal theta_m t0..1."""
+                batch_size: int = 1000, guidance: float = 0.0) -> torch.Tensor:
+    """Client m's samples: x_T ~ N(0, I) -> shared w denoises T..t0+1 -> personal theta_m t0..1
+    (with classifier-free guidance weight `guidance` when theta_m was trained with label dropout)."""
     t0 = sched.check_step(t0, "t0", 1, sched.T - 1)
     n_shared, n_personal = split_steps(t0, sched.T, num_steps)
     x_t0 = generate(shared, sched, y, shape, sampler, n_shared, seed=seed, batch_size=batch_size,
                     t_lo=t0, origin=t0)
     return generate(personal, sched, y, shape, sampler, n_personal, seed=seed + 1, batch_size=batch_size,
-                    x_start=x_t0, t_hi=t0)
+                    x_start=x_t0, t_hi=t0, guidance=guidance)
 
 __all__ = ["Upload", "client_upload", "server_train_shared", "client_train_personal", "train_full",
            "train_fedavg", "union", "pfdm_sample", "split_steps"]

@@ -85,18 +85,24 @@ class Selected:
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, validation loss)
 
 
+class _Stop(Exception):
+    pass
+
+
 def train_selected(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.Tensor | None, t_lo: int, t_hi: int,
                    val: ValidationLoss, origin: int = 0, config: TrainConfig | None = None, every: int = 50,
-                   checkpoint: str | os.PathLike | None = None, progress: bool = True,
+                   patience: int = 0, checkpoint: str | os.PathLike | None = None, progress: bool = True,
                    desc: str = "train (selected)") -> Selected:
     """`train.train` up to config.steps, keeping the weights of the lowest validation loss seen
-    every `every` steps (early stopping by validation). The best weights and the curve are saved
-    beside `checkpoint` (`<name>.best.pt`) at every improvement, so a resumed run keeps them."""
+    every `every` steps; with `patience` > 0, training stops once that many evaluations in a row
+    bring no improvement (early stopping). The best weights, the curve and whether training
+    stopped are saved beside `checkpoint` (`<name>.best.pt`) at every evaluation: a rerun
+    resumes an unfinished run and returns a finished one without training."""
     config = config or TrainConfig()
-    if every < 1:
-        raise ValueError(f"every must be >= 1, got {every}")
+    if every < 1 or patience < 0:
+        raise ValueError(f"need every >= 1 and patience >= 0, got {every}, {patience}")
     best_path = Path(checkpoint).with_suffix(".best.pt") if checkpoint else None
-    state = {"step": 0, "loss": float("inf"), "model": None, "curve": []}
+    state = {"step": 0, "loss": float("inf"), "model": None, "curve": [], "stopped": False}
     if best_path and best_path.exists():
         state = torch.load(best_path, map_location="cpu", weights_only=False)
 
@@ -107,13 +113,19 @@ def train_selected(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.
         state["curve"].append((step, loss))
         if loss < state["loss"]:
             state.update(step=step, loss=loss, model=copy.deepcopy(m.state_dict()))
+        state["stopped"] = bool(patience) and step - state["step"] >= patience * every
         if best_path:
             atomic_save(state, best_path)
+        if state["stopped"]:
+            raise _Stop
 
-    final = train(model, sched, x, y, t_lo, t_hi, origin, config, checkpoint, progress, desc, on_step).model
-    if state["model"] is not None:
-        final.load_state_dict(state["model"])
-    return Selected(final.eval(), state["step"], state["curve"])
+    if not state["stopped"]:
+        try:
+            train(model, sched, x, y, t_lo, t_hi, origin, config, checkpoint, progress, desc, on_step)
+        except _Stop:
+            pass
+    model.load_state_dict(state["model"])
+    return Selected(model.eval(), state["step"], state["curve"])
 
 
 __all__ = ["Selected", "ValidationLoss", "stratified_holdout", "train_selected"]

@@ -1,0 +1,212 @@
+"""The personalization study (issue 10): what makes PFDM's personal denoiser generalize.
+
+Fair comparison first (`selection`'s rule for every method): each client holds out 20% of its
+images, stratified; a model's training length is its best validation step within its budget.
+Client models (local-only, PFDM's personal denoiser) validate on the client's hold-out; the
+centralized model on all clients' hold-outs pooled; PFDM's shared model is trained as in the
+paper (a fixed budget on the uploads of the training parts). The test reference is read by
+`evaluate` only: the training functions take a `StudySplit` whose `test` they never touch
+(tests/test_personalization.py replaces it by an object that raises on any access).
+
+A `Recipe` says how a client model is trained: budget, selection on/off, width, dropout,
+weight decay, EMA, label dropout with guidance, and shift augmentation (for digits: +-1 pixel
+shifts; flips would change what a digit is). `RECIPES` holds the paper's recipe (the whole
+budget, no selection) and the variants the study measures.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import metrics
+from .data import Dataset, client_classes
+from .diffusion import generate
+from .experiment import ExperimentConfig, Split, evaluate_client, make_split, metric_classifier
+from .federated import client_upload, pfdm_sample, server_train_shared, union
+from .nets import UNet
+from .privacy import clip, epsilon
+from .schedule import Schedule
+from .selection import ValidationLoss, stratified_holdout, train_selected
+from .train import TrainConfig, check_config_folder, device
+
+
+@dataclass(frozen=True)
+class Recipe:
+    budget: float = 1.0  # optimiser steps, in units of the experiment's cfg.train.steps (800 at cpu)
+    select: bool = False  # early stopping by validation loss, checked every cfg.train.steps / 8 steps
+    patience: int = 5  # evaluations without improvement before training stops (with select)
+    base_channels: int = 0  # 0: the experiment's width
+    dropout: float = 0.0
+    weight_decay: float = 0.0
+    ema_decay: float = 0.0
+    p_uncond: float = 0.0  # label dropout (trains the unconditional model for guidance)
+    guidance: float = 0.0  # classifier-free guidance weight at sampling (needs p_uncond > 0)
+    augment: bool = False  # +-1 pixel shifts of the client's images (9x the data)
+
+
+RECIPES = {
+    "paper": Recipe(),  # the whole budget, no selection (notebook 04)
+    "selected": Recipe(budget=3, select=True),
+    "selected + dropout 0.1": Recipe(budget=3, select=True, dropout=0.1),
+    "selected + EMA 0.995": Recipe(budget=3, select=True, ema_decay=0.995),
+    "selected + weight decay 1e-4": Recipe(budget=3, select=True, weight_decay=1e-4),
+    "selected + shifts": Recipe(budget=3, select=True, augment=True),
+    "selected + half width": Recipe(budget=3, select=True, base_channels=16),
+    "selected + guidance -0.3": Recipe(budget=3, select=True, p_uncond=0.3, guidance=-0.3),
+}
+
+
+@dataclass
+class StudySplit:
+    clients: list[Dataset]  # training parts
+    vals: list[Dataset]  # the clients' held-out parts (stratified)
+    test: Dataset  # the metric's reference: read by `evaluate` only
+    pool: Dataset  # the metric classifier's training images
+
+
+def make_study_split(cfg: ExperimentConfig, seed: int, val_fraction: float = 0.2) -> StudySplit:
+    split = make_split(cfg, seed)
+    parts = [stratified_holdout(d, val_fraction, seed * 100 + m) for m, d in enumerate(split.clients)]
+    return StudySplit([p[0] for p in parts], [p[1] for p in parts], split.test, split.train)
+
+
+def shift_augment(data: Dataset) -> Dataset:
+    """The images and their 8 one-pixel shifts (edges padded with the background, -1)."""
+    x = torch.nn.functional.pad(data.x, (1, 1, 1, 1), value=-1.0)
+    H, W = data.x.shape[-2:]
+    xs = [x[..., 1 + dy:1 + dy + H, 1 + dx:1 + dx + W] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    return Dataset(torch.cat(xs), data.y.repeat(9))
+
+
+def _model(cfg: ExperimentConfig, recipe: Recipe, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    net = replace(cfg.net, base_channels=recipe.base_channels or cfg.net.base_channels, dropout=recipe.dropout)
+    return UNet(net).to(device())
+
+
+def _config(cfg: ExperimentConfig, recipe: Recipe, seed: int) -> TrainConfig:
+    steps = max(1, round(recipe.budget * cfg.train.steps))
+    return replace(cfg.train, steps=steps, weight_decay=recipe.weight_decay, ema_decay=recipe.ema_decay,
+                   p_uncond=recipe.p_uncond, seed=seed, checkpoint_every=max(1, steps // 4))
+
+
+def train_client_model(cfg: ExperimentConfig, data: Dataset, val: Dataset, t_hi: int, recipe: Recipe, seed: int,
+                       path: Path, progress: bool = True) -> tuple[nn.Module, int]:
+    """A client model on steps 1..t_hi (t_hi = T: local-only; t0: PFDM's personal denoiser), trained by
+    `recipe` on `data`, selected on `val`. Returns (model, steps used)."""
+    sched = Schedule(cfg.T)
+    # the personal denoiser sees the data clipped as uploaded
+    train_set = Dataset(clip(data.x, cfg.clip_norm) if t_hi < cfg.T else data.x, data.y)
+    if recipe.augment:
+        train_set = shift_augment(train_set)
+    vl = ValidationLoss(sched, val.x, val.y, 1, t_hi, draws=32, seed=seed)
+    tc = _config(cfg, recipe, seed)
+    res = train_selected(_model(cfg, recipe, seed), sched, train_set.x, train_set.y, 1, t_hi, vl, config=tc,
+                         every=max(1, cfg.train.steps // 8) if recipe.select else tc.steps,
+                         patience=recipe.patience if recipe.select else 0, checkpoint=path, progress=progress, desc=f"{path.stem}")
+    return res.model, res.best_step
+
+
+def train_shared(cfg: ExperimentConfig, ss: StudySplit, t0: int, seed: int, folder: Path,
+                 progress: bool = True) -> nn.Module:
+    """PFDM's shared model on the uploads of every client's training part (the paper's budget)."""
+    sched = Schedule(cfg.T)
+    make = lambda: _model(cfg, Recipe(), seed)
+    uploads = [client_upload(d, t0, sched, cfg.clip_norm, seed=seed * 100 + m, delta=cfg.delta)
+               for m, d in enumerate(ss.clients)]
+    tc = replace(cfg.train, seed=seed, checkpoint_every=max(1, cfg.train.steps // 4))
+    return server_train_shared(uploads, make, sched, tc, folder / f"shared_t0{t0}.pt", progress)
+
+
+def train_central(cfg: ExperimentConfig, ss: StudySplit, recipe: Recipe, seed: int, folder: Path,
+                  progress: bool = True) -> tuple[nn.Module, int]:
+    """Centralized (raw data, no privacy), selected on the pooled hold-outs."""
+    return train_client_model(cfg, union(ss.clients), union(ss.vals), cfg.T, recipe, seed,
+                              folder / f"central_{_slug(recipe)}.pt", progress)
+
+
+def _slug(recipe: Recipe) -> str:
+    d = {k: v for k, v in asdict(recipe).items() if v != getattr(Recipe(), k)}
+    return "_".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in d.items()) or "paper"
+
+
+def evaluate(cfg: ExperimentConfig, ss: StudySplit, clf: metrics.Classifier, fake: torch.Tensor,
+             y: torch.Tensor, ref: np.ndarray) -> dict:
+    """Client cfg.client's metrics against the test reference (the only reader of ss.test)."""
+    majority, _ = client_classes(cfg.client, cfg.num_clients, cfg.net.num_classes)
+    summary, _ = evaluate_client(clf, fake, y, ss.test, majority, test_features=ref)
+    return summary
+
+
+def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], recipes: Sequence[str],
+              out: Path, local_recipes: Sequence[str] = ("paper", "selected"), central_recipe: str = "selected",
+              progress: bool = True, val_fraction: float = 0.2) -> pd.DataFrame:
+    """Every (seed, t0, personal recipe) of PFDM, local-only per local recipe, centralized; one row each.
+    Models are checkpointed under out/seed<s>/ and reused by reruns."""
+    unknown = [r for r in (*recipes, *local_recipes, central_recipe) if r not in RECIPES]
+    if unknown:
+        raise ValueError(f"unknown recipe(s) {unknown}; allowed: {list(RECIPES)}")
+    sched, K = Schedule(cfg.T), cfg.net.num_classes
+    y = torch.arange(K).repeat_interleave(cfg.n_per_class)
+    shape = (len(y), cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size)
+    rows = []
+    for seed in seeds:
+        folder = Path(out) / f"seed{seed}"
+        check_config_folder(folder, json.loads(json.dumps(asdict(cfg), default=str)) | {"val_fraction": val_fraction})
+        ss = make_study_split(cfg, seed, val_fraction)
+        me, val = ss.clients[cfg.client], ss.vals[cfg.client]
+        models: list[tuple[dict, nn.Module | tuple]] = []
+        for name in local_recipes:
+            r = RECIPES[name]
+            m, used = train_client_model(cfg, me, val, cfg.T, r, seed, folder / f"local_{_slug(r)}.pt", progress)
+            models.append(({"method": "local", "recipe": name, "t0": None, "steps_used": used}, m))
+        m, used = train_central(cfg, ss, RECIPES[central_recipe], seed, folder, progress)
+        models.append(({"method": "central", "recipe": central_recipe, "t0": None, "steps_used": used}, m))
+        for t0 in t0s:
+            shared = train_shared(cfg, ss, t0, seed, folder, progress)
+            for name in recipes:
+                r = RECIPES[name]
+                p, used = train_client_model(cfg, me, val, t0, r, seed,
+                                             folder / f"personal_c{cfg.client}_t0{t0}_{_slug(r)}.pt", progress)
+                models.append(({"method": "pfdm", "recipe": name, "t0": t0, "steps_used": used,
+                                "eps_analytic": epsilon(t0, sched, cfg.clip_norm, cfg.delta, "analytic"),
+                                "eps_thm51": epsilon(t0, sched, cfg.clip_norm, cfg.delta)}, (shared, p, r.guidance)))
+        # evaluation: the only place that reads the test reference
+        clf = metric_classifier(cfg, Split(ss.clients, ss.test, ss.pool), seed)
+        ref = metrics.embed(clf, ss.test.x)
+        for info, m in tqdm(models, desc=f"evaluating seed {seed}", disable=not progress):
+            if isinstance(m, tuple):
+                fake = pfdm_sample(m[0], m[1], sched, info["t0"], y, shape, "ddim", cfg.ddim_steps, seed,
+                                   guidance=m[2])
+            else:
+                fake = generate(m, sched, y, shape, "ddim", cfg.ddim_steps, seed=seed)
+            rows.append({"seed": seed, **info, **evaluate(cfg, ss, clf, fake, y, ref)})
+    df = pd.DataFrame(rows)
+    df.to_csv(Path(out) / "study.csv", index=False)
+    return df
+
+
+def gap_closed(df: pd.DataFrame, key: str = "fid_minor", local: str = "selected") -> pd.DataFrame:
+    """Per (t0, recipe): the fraction of the local-only -> centralized gap in `key` that PFDM closes,
+    (local - pfdm) / (local - central), per seed, then mean and std over seeds."""
+    base = df[(df.method == "local") & (df.recipe == local)].set_index("seed")[key]
+    cen = df[df.method == "central"].set_index("seed")[key]
+    p = df[df.method == "pfdm"].copy()
+    p["gap_closed"] = [(base[s] - v) / (base[s] - cen[s]) for s, v in zip(p.seed, p[key])]
+    g = p.groupby(["t0", "recipe"], sort=False)
+    return pd.DataFrame({"eps_analytic": g.eps_analytic.first(), f"{key}_mean": g[key].mean(),
+                         f"{key}_std": g[key].std(ddof=1), "gap_closed_mean": g.gap_closed.mean(),
+                         "gap_closed_std": g.gap_closed.std(ddof=1), "seeds": g.size()}).reset_index()
+
+
+__all__ = ["RECIPES", "Recipe", "StudySplit", "evaluate", "gap_closed", "make_study_split", "run_study",
+           "shift_augment", "train_central", "train_client_model", "train_shared"]

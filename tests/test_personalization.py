@@ -1,0 +1,104 @@
+"""The personalization study (pfdm_core.personalization): training never reads the test reference,
+recipes train and select, shifts augment, the study runs end to end and reports the gap closed."""
+import pytest
+import torch
+
+from pfdm_core import personalization as pz
+from pfdm_core import selection
+from pfdm_core.experiment import preset_config
+from pfdm_core.nets import UNetConfig
+from pfdm_core.schedule import Schedule
+from pfdm_core.train import TrainConfig
+
+
+class Forbidden:
+    """Stands in for the test reference: any use of it fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"model selection read the test reference (.{name})")
+
+    def __len__(self):
+        raise AssertionError("model selection read the test reference (len)")
+
+
+def tiny(**kw):
+    base = dict(majority_per_class=8, minority_per_class=3, n_per_class=4, classifier_epochs=1, ddim_steps=4,
+                net=UNetConfig(base_channels=8), train=TrainConfig(steps=4, batch_size=8, lr=1e-3))
+    return preset_config("smoke", **{**base, **kw})
+
+
+def test_training_and_selection_never_read_the_test_reference(tmp_path):
+    cfg = tiny()
+    ss = pz.make_study_split(cfg, seed=0)
+    ss.test = Forbidden()
+    r = pz.Recipe(budget=2, select=True)  # 8 steps, validated every 4 // 8 -> 1 step
+    model, used = pz.train_client_model(cfg, ss.clients[0], ss.vals[0], 400, r, 0, tmp_path / "p.pt", progress=False)
+    assert 1 <= used <= 8 and not model.training
+    pz.train_central(cfg, ss, r, 0, tmp_path, progress=False)
+    pz.train_shared(cfg, ss, 400, 0, tmp_path, progress=False)
+    with pytest.raises(AssertionError, match="test reference"):  # the sentinel works: evaluation does read it
+        pz.evaluate(cfg, ss, None, torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long), None)
+
+
+def test_study_split_holds_out_every_class_of_every_client():
+    ss = pz.make_study_split(tiny(), seed=0)
+    for tr, va in zip(ss.clients, ss.vals):
+        assert set(va.y.tolist()) == set(tr.y.tolist()) == set(range(10))
+        assert not {tuple(x.flatten().tolist()) for x in tr.x} & {tuple(x.flatten().tolist()) for x in va.x}
+
+
+def test_shift_augment_gives_nine_shifted_copies():
+    x = torch.full((2, 1, 8, 8), -1.0)
+    x[:, :, 3, 4] = 1.0
+    aug = pz.shift_augment(pz.Dataset(x, torch.tensor([3, 7])))
+    assert aug.x.shape == (18, 1, 8, 8) and aug.y.tolist() == [3, 7] * 9
+    assert torch.equal(aug.x[8:10], x)  # the middle shift (0, 0) is the original
+    peaks = {tuple((img[0] == 1).nonzero()[0].tolist()) for img in aug.x}
+    assert peaks == {(3 + dy, 4 + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
+
+
+def test_early_stopping_stops_and_a_rerun_does_not_train(tmp_path, monkeypatch):
+    sched = Schedule(1000)
+    ss = pz.make_study_split(tiny(), seed=0)
+    val = selection.ValidationLoss(sched, ss.vals[0].x, ss.vals[0].y, 1, 1000, draws=2)
+    del val  # a scripted validation loss instead: best at the 2nd evaluation, then worse
+    calls = iter([1.0, 0.5, 0.6, 0.7, 0.8, 0.9])
+    fake = lambda m: next(calls)
+    cfg = TrainConfig(steps=12, batch_size=8, checkpoint_every=2)
+    from pfdm_core.nets import UNet
+
+    res = selection.train_selected(UNet(UNetConfig(base_channels=8)), sched, ss.clients[0].x, ss.clients[0].y, 1,
+                                   1000, fake, config=cfg, every=2, patience=2, checkpoint=tmp_path / "m.pt",
+                                   progress=False)
+    assert res.best_step == 4 and [s for s, _ in res.curve] == [2, 4, 6, 8]  # stopped 2 evaluations after the best
+    boom = lambda m: (_ for _ in ()).throw(AssertionError("trained again"))
+    again = selection.train_selected(UNet(UNetConfig(base_channels=8)), sched, ss.clients[0].x, ss.clients[0].y, 1,
+                                     1000, boom, config=cfg, every=2, patience=2, checkpoint=tmp_path / "m.pt",
+                                     progress=False)
+    assert again.best_step == 4
+    for a, b in zip(res.model.parameters(), again.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_run_study_end_to_end_and_gap_closed(tmp_path, monkeypatch):
+    monkeypatch.setenv("PFDM_RUNS", str(tmp_path / "runs"))
+    cfg = tiny()
+    df = pz.run_study(cfg, seeds=[0, 1], t0s=[400], recipes=["paper", "selected"], out=tmp_path / "study",
+                      local_recipes=["selected"], progress=False)
+    assert set(zip(df.method, df.recipe)) == {("local", "selected"), ("central", "selected"), ("pfdm", "paper"),
+                                              ("pfdm", "selected")}
+    assert len(df) == 8 and df.fid_minor.notna().all()
+    assert (tmp_path / "study" / "study.csv").exists()
+    gap = pz.gap_closed(df)
+    assert len(gap) == 2 and (gap.seeds == 2).all()
+    row = df[(df.method == "pfdm") & (df.recipe == "paper") & (df.seed == 0)].fid_minor.item()
+    loc = df[(df.method == "local") & (df.seed == 0)].fid_minor.item()
+    cen = df[(df.method == "central") & (df.seed == 0)].fid_minor.item()
+    g0 = (loc - row) / (loc - cen)  # per seed, then the mean over seeds
+    g1 = [(df[(df.method == m) & (df.seed == 1)] if m != "pfdm" else
+           df[(df.method == "pfdm") & (df.recipe == "paper") & (df.seed == 1)]).fid_minor.item()
+          for m in ("local", "central", "pfdm")]
+    expected = (g0 + (g1[0] - g1[2]) / (g1[0] - g1[1])) / 2
+    assert gap[gap.recipe == "paper"].gap_closed_mean.item() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="unknown recipe"):
+        pz.run_study(cfg, [0], [400], ["nope"], tmp_path / "x", progress=False)
