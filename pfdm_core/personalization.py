@@ -149,35 +149,36 @@ def evaluate(cfg: ExperimentConfig, ss: StudySplit, clf: metrics.Classifier, fak
 
 def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], recipes: Sequence[str],
               out: Path, local_recipes: Sequence[str] = ("paper", "selected"), central_recipe: str = "selected",
-              progress: bool = True, val_fraction: float = 0.2) -> pd.DataFrame:
+              progress: bool = True, val_fraction: float = 0.2, name: str = "study") -> pd.DataFrame:
     """Every (seed, t0, personal recipe) of PFDM, local-only per local recipe, centralized; one row each.
-    Models are checkpointed under out/seed<s>/ and reused by reruns."""
+    Models are checkpointed under out/seed<s>/ and reused by reruns; the rows go to out/<name>.csv and
+    the samples to out/<name>_samples.pt, keyed (seed, method, recipe, t0)."""
     unknown = [r for r in (*recipes, *local_recipes, central_recipe) if r not in RECIPES]
     if unknown:
         raise ValueError(f"unknown recipe(s) {unknown}; allowed: {list(RECIPES)}")
     sched, K = Schedule(cfg.T), cfg.net.num_classes
     y = torch.arange(K).repeat_interleave(cfg.n_per_class)
     shape = (len(y), cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size)
-    rows = []
+    rows, samples = [], {}
     for seed in seeds:
         folder = Path(out) / f"seed{seed}"
         check_config_folder(folder, json.loads(json.dumps(asdict(cfg), default=str)) | {"val_fraction": val_fraction})
         ss = make_study_split(cfg, seed, val_fraction)
         me, val = ss.clients[cfg.client], ss.vals[cfg.client]
         models: list[tuple[dict, nn.Module | tuple]] = []
-        for name in local_recipes:
-            r = RECIPES[name]
+        for rname in local_recipes:
+            r = RECIPES[rname]
             m, used = train_client_model(cfg, me, val, cfg.T, r, seed, folder / f"local_{_slug(r)}.pt", progress)
-            models.append(({"method": "local", "recipe": name, "t0": None, "steps_used": used}, m))
+            models.append(({"method": "local", "recipe": rname, "t0": None, "steps_used": used}, m))
         m, used = train_central(cfg, ss, RECIPES[central_recipe], seed, folder, progress)
         models.append(({"method": "central", "recipe": central_recipe, "t0": None, "steps_used": used}, m))
         for t0 in t0s:
             shared = train_shared(cfg, ss, t0, seed, folder, progress)
-            for name in recipes:
-                r = RECIPES[name]
+            for rname in recipes:
+                r = RECIPES[rname]
                 p, used = train_client_model(cfg, me, val, t0, r, seed,
                                              folder / f"personal_c{cfg.client}_t0{t0}_{_slug(r)}.pt", progress)
-                models.append(({"method": "pfdm", "recipe": name, "t0": t0, "steps_used": used,
+                models.append(({"method": "pfdm", "recipe": rname, "t0": t0, "steps_used": used,
                                 "eps_analytic": epsilon(t0, sched, cfg.clip_norm, cfg.delta, "analytic"),
                                 "eps_thm51": epsilon(t0, sched, cfg.clip_norm, cfg.delta)}, (shared, p, r.guidance)))
         # evaluation: the only place that reads the test reference
@@ -190,9 +191,17 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
             else:
                 fake = generate(m, sched, y, shape, "ddim", cfg.ddim_steps, seed=seed)
             rows.append({"seed": seed, **info, **evaluate(cfg, ss, clf, fake, y, ref)})
+            samples[(seed, info["method"], info["recipe"], info["t0"])] = fake
     df = pd.DataFrame(rows)
-    df.to_csv(Path(out) / "study.csv", index=False)
+    df.to_csv(Path(out) / f"{name}.csv", index=False)
+    torch.save(samples, Path(out) / f"{name}_samples.pt")
     return df
+
+
+def curves(out: Path, seed: int) -> dict[str, list[tuple[int, float]]]:
+    """Validation curves (step, loss) of every selected model of a seed, by checkpoint name."""
+    return {p.name.removesuffix(".best.pt"): torch.load(p, weights_only=False)["curve"]
+            for p in sorted((Path(out) / f"seed{seed}").glob("*.best.pt"))}
 
 
 def gap_closed(df: pd.DataFrame, key: str = "fid_minor", local: str = "selected") -> pd.DataFrame:
@@ -208,5 +217,5 @@ def gap_closed(df: pd.DataFrame, key: str = "fid_minor", local: str = "selected"
                          "gap_closed_std": g.gap_closed.std(ddof=1), "seeds": g.size()}).reset_index()
 
 
-__all__ = ["RECIPES", "Recipe", "StudySplit", "evaluate", "gap_closed", "make_study_split", "run_study",
+__all__ = ["RECIPES", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "run_study",
            "shift_augment", "train_central", "train_client_model", "train_shared"]

@@ -88,7 +88,7 @@ def test_run_study_end_to_end_and_gap_closed(tmp_path, monkeypatch):
     assert set(zip(df.method, df.recipe)) == {("local", "selected"), ("central", "selected"), ("pfdm", "paper"),
                                               ("pfdm", "selected")}
     assert len(df) == 8 and df.fid_minor.notna().all()
-    assert (tmp_path / "study" / "study.csv").exists()
+    assert (tmp_path / "study" / "study.csv").exists() and (tmp_path / "study" / "study_samples.pt").exists()
     gap = pz.gap_closed(df)
     assert len(gap) == 2 and (gap.seeds == 2).all()
     row = df[(df.method == "pfdm") & (df.recipe == "paper") & (df.seed == 0)].fid_minor.item()
