@@ -14,6 +14,8 @@ with x̂_s = (x_t - sqrt(1 - ā_t/ā_s) ε̂) / sqrt(ā_t/ā_s). Classifier-free
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -176,6 +178,22 @@ def sample(
     raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
 
 
+class _Sliced:
+    """eps_theta evaluated `size` rows at a time: the same numbers as one call on the whole batch,
+    but a batch of a thousand images spills the CPU's caches (measured in benchmarks/: DDIM on
+    1000 MNIST-size samples ran about twice as fast in slices of 64 to 128 as in one batch)."""
+
+    def __init__(self, model: Denoiser, size: int) -> None:
+        self.model, self.size = model, size
+        self.embed = getattr(model, "embed", None)  # what guided_eps reads (the null label)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if len(x) <= self.size:
+            return self.model(x, t, y)
+        return torch.cat([self.model(x[i:i + self.size], t[i:i + self.size], None if y is None else y[i:i + self.size])
+                          for i in range(0, len(x), self.size)])
+
+
 def generate(
     model: Denoiser,
     sched: Schedule,
@@ -187,15 +205,23 @@ def generate(
     batch_size: int = 1000,
     progress: bool = False,
     x_start: torch.Tensor | None = None,
+    eval_batch_size: int | None = None,
     **kwargs,
 ) -> torch.Tensor:
     """Samples, one per label in y (or shape[0] if y is None), in chunks of `batch_size`.
 
     Starts from pure noise x_T ~ N(0, I) of the whole batch's `shape` (N, ...), or from
     `x_start` (e.g. x_t0 with t_hi=t0 in kwargs, to continue a chain); returned on the CPU.
+    Each chunk draws its noise as one batch (so `batch_size` fixes the samples); the network
+    runs on CPU in slices of `eval_batch_size` rows (default: 2**16 pixels per slice, so 64
+    images of 32x32, 83 of 28x28, no slicing at 8x8), which changes the speed, not the samples.
     """
     g = torch.Generator().manual_seed(seed)
     dev = next(model.parameters()).device
+    if eval_batch_size is None:
+        eval_batch_size = max(16, 2**16 // max(1, math.prod(shape[2:])))
+    if dev.type == "cpu" and eval_batch_size < batch_size:
+        model = _Sliced(model, eval_batch_size)
     x_T = torch.randn(shape, generator=g) if x_start is None else x_start
     chunks = []
     for i in tqdm(range(0, shape[0], batch_size), desc="sampling", disable=not progress, leave=False):

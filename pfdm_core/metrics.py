@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import linalg
+from scipy.spatial.distance import cdist
 from sklearn.neighbors import NearestNeighbors
 from torch import nn
 from tqdm.auto import trange
@@ -63,10 +64,14 @@ def train_classifier(
     return model.eval()
 
 
+def _features(model: Classifier, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    return torch.cat([model.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
 @torch.no_grad()
 def embed(model: Classifier, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
     """Features (N, D) as float64 numpy."""
-    return torch.cat([model.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).double().numpy()
+    return _features(model, x, batch_size).double().numpy()
 
 
 @torch.no_grad()
@@ -104,7 +109,7 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
             return float("nan")
         kk = min(k, len(ref) - 1)  # tiny sets (a client's 5 minority images): fewer neighbours
         radii = NearestNeighbors(n_neighbors=kk + 1).fit(ref).kneighbors(ref)[0][:, -1]  # (N,) k-th NN, not self
-        dist = np.linalg.norm(query[:, None, :] - ref[None, :, :], axis=-1)  # (M, N)
+        dist = cdist(query, ref)  # (M, N) Euclidean, without an (M, N, D) temporary
         return float((dist <= radii[None, :]).any(1).mean())
 
     return coverage(real, fake), coverage(fake, real)
@@ -116,9 +121,12 @@ def evaluate(model: Classifier, real_x: torch.Tensor, fake_x: torch.Tensor, fake
 
     `real_features` = embed(model, real_x) when already computed (a fixed reference set)."""
     r = embed(model, real_x) if real_features is None else real_features
-    f = embed(model, fake_x)
-    p, rec = precision_recall(r, f, k)
-    out = {"fid": frechet_distance(r, f), "kid": kid(r, f), "precision": p, "recall": rec}
-    if fake_y is not None:
-        out["accuracy"] = accuracy(model, fake_x, fake_y)
+    with torch.no_grad():  # one pass of the classifier gives both the features and the logits
+        feats = _features(model, fake_x)
+        f = feats.double().numpy()
+        p, rec = precision_recall(r, f, k)
+        out = {"fid": frechet_distance(r, f), "kid": kid(r, f), "precision": p, "recall": rec}
+        if fake_y is not None:
+            logits = model.head(feats) if isinstance(model, Classifier) else model(fake_x)
+            out["accuracy"] = float((logits.argmax(1) == fake_y).float().mean())
     return out

@@ -1,0 +1,111 @@
+"""Each benchmark runs in quick mode (seconds) and writes its JSON with the ratio fields."""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def bench(tmp_path, monkeypatch):
+    """Import a benchmark module; its checkpoints (PFDM_RUNS) and JSON go to tmp_path."""
+    monkeypatch.setenv("PFDM_RUNS", str(tmp_path / "runs"))
+    monkeypatch.syspath_prepend(str(BENCH))
+
+    def run(name: str, *args: str) -> dict:
+        module = importlib.import_module(name)
+        module.main(["--quick", "--out", str(tmp_path), "--threads", "1", *args])
+        return json.loads((tmp_path / f"{module_json[name]}.json").read_text())
+    return run
+
+
+module_json = {"bench_threads": "threads", "bench_unet": "unet", "bench_sampling": "sampling", "bench_end_to_end": "end_to_end",
+               "bench_pfdm_vs_baselines": "pfdm"}
+
+
+def _machine_ok(out: dict) -> None:
+    m = out["machine"]
+    assert m["cores"] >= 1 and m["date"] and m["torch"]
+
+
+def test_interleaved_ratios_and_table():
+    sys.path.insert(0, str(BENCH))
+    import common
+
+    res = common.interleaved({"a": lambda: sum(range(100)), "b": lambda: sum(range(1000))}, repeats=3)
+    assert set(res) == {"a", "b"} and all(len(v["times_s"]) == 3 and v["median_s"] > 0 for v in res.values())
+    text = common.table([{"x": 1.23456, "y": None}], ["x", "y"], "t")
+    assert "| 1.23 |  |" in text
+
+
+def test_bench_unet_diffusers(bench):
+    pytest.importorskip("diffusers", reason="diffusers not installed (benchmark-only dependency): "
+                                            "the UNet vs diffusers comparison needs `pip install diffusers`")
+    out = bench("bench_unet")
+    _machine_ok(out)
+    row = out["rows"][0]
+    assert row["params_diffusers"] == row["params_pfdm"]  # the same DDPM layout at width 32
+    assert row["ratio_pfdm_over_diffusers"] > 0 and row["img_s_pfdm"] > 0
+
+
+def test_bench_unet_without_diffusers(bench, monkeypatch):
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers -> ImportError
+    out = bench("bench_unet")
+    assert out["diffusers"] is None and "not installed" in out["note"]
+    assert out["rows"][0]["ratio_pfdm_over_diffusers"] is None and out["rows"][0]["img_s_pfdm"] > 0
+
+
+def test_bench_sampling(bench):
+    out = bench("bench_sampling")
+    _machine_ok(out)
+    rows = {(r["sampler"], r["steps"]): r for r in out["rows"]}
+    assert set(rows) == {("ddpm", 1000), ("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddim", 100)}
+    assert rows[("ddpm", 1000)]["time_ratio_vs_ddpm"] == 1.0
+    assert rows[("ddim", 10)]["speedup_vs_ddpm"] > 1  # 100x fewer network calls
+    assert all(r["fid"] >= 0 for r in out["rows"])
+    assert out["slicing"]["speedup_sliced_vs_one_batch"] > 0
+    assert out["knee_ddim_steps"] in (10, 25, 50, 100, None) and "default_is_knee" in out
+
+
+def test_knee_rule():
+    sys.path.insert(0, str(BENCH))
+    import bench_sampling
+
+    rows = [{"sampler": "ddpm", "steps": 1000, "fid": 10.0}, {"sampler": "ddim", "steps": 10, "fid": 20.0},
+            {"sampler": "ddim", "steps": 25, "fid": 10.5}, {"sampler": "ddim", "steps": 50, "fid": 9.8}]
+    assert bench_sampling.knee(rows) == 25
+
+
+def test_bench_end_to_end(bench):
+    out = bench("bench_end_to_end")
+    _machine_ok(out)
+    names = [r["notebook"] for r in out["rows"]]
+    assert names == sorted(names) and any(n.startswith("01_") for n in names)
+    shares = [r["share_of_make_run"] for r in out["rows"] if r["share_of_make_run"] is not None]
+    assert abs(sum(shares) - 1) < 1e-9 and out["make_run_default_s"] > 0
+    assert out["calibration"]["median_s"] > 0
+
+
+def test_bench_pfdm_vs_baselines(bench):
+    out = bench("bench_pfdm_vs_baselines")
+    _machine_ok(out)
+    methods = [r["method"] for r in out["rows"]]
+    assert any(m.startswith("PFDM") for m in methods) and "local-only" in methods
+    assert all(r["client_compute_vs_local"] >= 0 for r in out["rows"])
+    default = out["rows"][0]
+    assert default["fid_minor_vs_default"] == 1.0 and default["bytes_vs_pfdm"] == 1.0
+    for b in out["bytes"]:
+        assert b["fedavg_over_pfdm"] > 0 and b["pfdm_up"] == b["images"] * (b["dim"] * 4 + 8)
+
+
+def test_bench_threads(bench):
+    out = bench("bench_threads")
+    _machine_ok(out)
+    rows = {r["setting"]: r for r in out["rows"]}
+    assert rows["default (N threads, spinning)"]["speedup_vs_default"] == 1.0
+    assert all(r["speedup_vs_default"] > 0 for r in out["rows"]) and len(rows) == 3
