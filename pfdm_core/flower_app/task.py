@@ -1,0 +1,199 @@
+"""The app's task: a thin adapter from Flower's run/node config to pfdm_core (DESIGN.md 2).
+
+Nothing here re-implements PFDM: the client side calls `federated.client_upload` and
+`client_train_personal`, the server side `server.server_train_shared`, evaluation calls
+`experiment.sample_method` / `evaluate_client`, with the split and model factory of
+`experiment` so that a Flower run and notebook 04's in-process run are like for like.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from pfdm_core import experiment
+from pfdm_core.data import Dataset, client_classes
+from pfdm_core.federated import client_train_personal, client_upload
+from pfdm_core.privacy import t0_for_epsilon
+from pfdm_core.recipes import runs_dir
+from pfdm_core.schedule import Schedule, q_sample_from
+from pfdm_core.server import Upload, server_train_shared
+from pfdm_core.train import TrainConfig, train
+
+METHODS = ("pfdm", "fedavg")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """[tool.flwr.app.config] of pyproject.toml, checked (keys spelled with '-' there)."""
+
+    method: str = "pfdm"
+    preset: str = "smoke"
+    data: str = "digits"
+    seed: int = 0
+    num_clients: int = 0  # 0: the preset's
+    min_clients: int = 2
+    t0: int = 0  # 0: the preset's
+    num_rounds: int = 0  # 0: the preset's
+    connect_timeout: float = 120.0
+    upload_timeout: float = 300.0
+    round_timeout: float = 3600.0
+    return_samples: bool = False
+    out_dir: str = ""
+    audit: bool = True
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> AppConfig:
+        known = {f.replace("_", "-") for f in cls.__dataclass_fields__}
+        unknown = set(run_config) - known
+        if unknown:
+            raise ValueError(f"unknown run-config key(s) {sorted(unknown)}; allowed: {sorted(known)}")
+        return cls(**{k.replace("-", "_"): v for k, v in run_config.items()})
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        cfg = self.experiment()  # validates preset, data, t0
+        if not 1 <= self.min_clients <= cfg.num_clients:
+            raise ValueError(f"min-clients must be in 1..num-clients={cfg.num_clients}, got {self.min_clients}")
+        if self.num_rounds < 0 or min(self.connect_timeout, self.upload_timeout, self.round_timeout) <= 0:
+            raise ValueError("num-rounds must be >= 0 and the timeouts > 0")
+
+    def experiment(self) -> experiment.ExperimentConfig:
+        """The pfdm_core experiment config this run reproduces (notebook 04's, same preset)."""
+        over = {"num_clients": self.num_clients} if self.num_clients else {}
+        cfg = experiment.preset_config(self.preset, self.data, **over)
+        if self.t0:
+            Schedule(cfg.T).check_step(self.t0, "t0", 1, cfg.T - 1)
+            cfg = replace(cfg, t0s=(self.t0,))
+        return cfg
+
+    @property
+    def rounds(self) -> int:
+        return self.num_rounds or self.experiment().fedavg_rounds
+
+    def out(self) -> Path:
+        return Path(self.out_dir) if self.out_dir else runs_dir() / "flower" / self.method
+
+
+# ----------------------------------------------------------------------------- shared helpers
+def make_model(cfg: experiment.ExperimentConfig, seed: int) -> nn.Module:
+    return experiment._make_model(cfg, seed)()  # the factory of experiment.train_method
+
+
+def train_config(cfg: experiment.ExperimentConfig, seed: int) -> TrainConfig:
+    return replace(cfg.train, seed=seed)
+
+
+def load_partition(cfg: experiment.ExperimentConfig, seed: int, partition_id: int) -> Dataset:
+    """Client partition_id's data: the split of experiment.make_split (notebook 04's)."""
+    if not 0 <= int(partition_id) < cfg.num_clients:
+        raise ValueError(f"node-config partition-id must be in 0..{cfg.num_clients - 1}, got {partition_id}")
+    return experiment.make_split(cfg, seed).clients[int(partition_id)]
+
+
+def array_bytes(arrays: Mapping[str, Any]) -> int:
+    """Payload bytes of an ArrayRecord (or any {name: array})."""
+    return int(sum(np.asarray(a.numpy() if hasattr(a, "numpy") else a).nbytes for a in arrays.values()))
+
+
+# ----------------------------------------------------------------------------- PFDM, client side
+def client_t0(proposed: int, node_config: Mapping[str, Any], cfg: experiment.ExperimentConfig) -> int:
+    """The client's own t0: node-config "t0" or "eps" (per image), never less noise than proposed."""
+    sched = Schedule(cfg.T)
+    own = int(node_config.get("t0", 0))
+    if "eps" in node_config:
+        own = max(own, t0_for_epsilon(float(node_config["eps"]), sched, clip_norm=cfg.clip_norm, delta=cfg.delta))
+    t0 = max(int(proposed), own)
+    return sched.check_step(t0, "t0", 1, cfg.T - 1)
+
+
+def upload_once(cfg: experiment.ExperimentConfig, seed: int, partition_id: int, t0: int,
+                state_dir: str | Path) -> tuple[Upload, bool]:
+    """Privatize client partition_id's data once (federated.client_upload, notebook 04's seed).
+
+    The upload is kept in a ledger under state_dir; a client asked again (it reconnected, or a
+    new run) re-sends that same upload: no new noise, so no new eps. Returns (upload, repeated)."""
+    path = Path(state_dir) / f"upload_{cfg.data}_seed{seed}_n{cfg.num_clients}_p{partition_id}.pt"
+    if path.exists():
+        return Upload(**torch.load(path, weights_only=False)), True
+    data = load_partition(cfg, seed, partition_id)
+    up = client_upload(data, t0, Schedule(cfg.T), cfg.clip_norm, seed=seed * 100 + partition_id, delta=cfg.delta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"x_tilde": up.x_tilde, "y": up.y, "t0": up.t0, "eps": up.eps}, path)
+    (path.with_suffix(".json")).write_text(json.dumps({"t0": up.t0, "eps_spent": up.eps, "images": len(up.y)}))
+    return up, False
+
+
+def train_personal(cfg: experiment.ExperimentConfig, seed: int, partition_id: int, t0: int) -> nn.Module:
+    data = load_partition(cfg, seed, partition_id)
+    return client_train_personal(data, t0, lambda: make_model(cfg, seed), Schedule(cfg.T),
+                                 train_config(cfg, seed), cfg.clip_norm, progress=False)
+
+
+def evaluate(cfg: experiment.ExperimentConfig, seed: int, partition_id: int, method: str,
+             models: dict[str, nn.Module], t0: int | None) -> tuple[dict[str, float], torch.Tensor]:
+    """Client partition_id's samples of every class and their metrics (as experiment.run)."""
+    split = experiment.make_split(cfg, seed)
+    clf = experiment.metric_classifier(cfg, split, seed)
+    K = cfg.net.num_classes
+    y = torch.arange(K).repeat_interleave(cfg.n_per_class)
+    fake = experiment.sample_method(method, models, cfg, y, t0, seed)
+    majority, _ = client_classes(int(partition_id), cfg.num_clients, K)
+    summary, _ = experiment.evaluate_client(clf, fake, y, split.test, majority)
+    return summary, fake
+
+
+# ----------------------------------------------------------------------------- PFDM, server side
+def harmonize(uploads: list[Upload], seed: int, T: int) -> list[Upload]:
+    """Bring uploads made at different t0 to the largest one by diffusing them further
+    (post-processing of released data: costs no privacy), so one shared model owns t0+1..T."""
+    t0 = max(u.t0 for u in uploads)
+    g = torch.Generator().manual_seed(seed + 7)
+    sched = Schedule(T)
+    return [u if u.t0 == t0 else Upload(q_sample_from(sched, u.x_tilde, u.t0, t0,
+                                                      torch.randn(u.x_tilde.shape, generator=g)), u.y, t0, u.eps)
+            for u in uploads]
+
+
+def train_shared(uploads: list[Upload], cfg: experiment.ExperimentConfig, seed: int) -> nn.Module:
+    return server_train_shared(harmonize(uploads, seed, cfg.T), lambda: make_model(cfg, seed),
+                               Schedule(cfg.T), train_config(cfg, seed), progress=False)
+
+
+# ----------------------------------------------------------------------------- FedAvg, client side
+def fedavg_local(cfg: experiment.ExperimentConfig, seed: int, partition_id: int, state: dict, server_round: int,
+                 rounds: int) -> tuple[dict, float, int]:
+    """One FedAvg client step, as inside federated.train_fedavg: steps // rounds local steps."""
+    data = load_partition(cfg, seed, partition_id)
+    model = make_model(cfg, seed)
+    model.load_state_dict(state)
+    tc = replace(train_config(cfg, seed), steps=max(1, cfg.train.steps // rounds),
+                 seed=seed + 1000 * (server_round - 1) + int(partition_id))
+    res = train(model, Schedule(cfg.T), data.x, data.y, 1, cfg.T, config=tc, progress=False)
+    return model.state_dict(), float(np.mean(res.losses)), len(data)
+
+
+# ----------------------------------------------------------------------------- the privacy audit
+def max_raw_correlation(arrays: list[np.ndarray], raw: torch.Tensor) -> float:
+    """Largest |Pearson correlation| between any image-sized row of `arrays` and any raw image.
+
+    Every array whose size is a multiple of one image (C*H*W) is cut into image-sized rows; a
+    raw (or barely noised) image among them gives ~1.0, a PFDM upload at t0 ~ 700 about 0.1."""
+    ref = raw.flatten(1).double()  # (N, d)
+    d = ref.shape[1]
+    ref = (ref - ref.mean(1, keepdim=True)) / ref.std(1, keepdim=True).clamp_min(1e-12)
+    best = 0.0
+    for a in arrays:
+        a = np.asarray(a)
+        if a.size == 0 or a.size % d or not np.issubdtype(a.dtype, np.floating):
+            continue
+        rows = torch.from_numpy(a.reshape(-1, d).astype(np.float64))  # (M, d)
+        rows = (rows - rows.mean(1, keepdim=True)) / rows.std(1, keepdim=True).clamp_min(1e-12)
+        best = max(best, float((rows @ ref.T / (d - 1)).abs().max()))
+    return best

@@ -1,0 +1,146 @@
+"""The Flower app (pfdm_core.flower_app): task functions (fast), then a real SuperLink and two
+SuperNodes on 127.0.0.1 (slow, each bounded to about two minutes, always torn down)."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("flwr")
+
+from pfdm_core.federated import client_upload  # noqa: E402
+from pfdm_core.flower_app import task  # noqa: E402
+from pfdm_core.flower_app.local import LocalFederation  # noqa: E402
+from pfdm_core.privacy import clip  # noqa: E402
+from pfdm_core.schedule import Schedule  # noqa: E402
+
+RUN = {"method": "pfdm", "preset": "smoke", "num-clients": 2, "seed": 0}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("PFDM_RUNS", str(tmp_path / "runs"))  # classifier cache, default ledgers
+    monkeypatch.setenv("PFDM_PRESET", "smoke")
+
+
+# ----------------------------------------------------------------------------- config
+def test_bad_run_config_gives_clear_errors():
+    with pytest.raises(ValueError, match="min-clients must be in 1..num-clients=2"):
+        task.AppConfig(num_clients=2, min_clients=3)
+    with pytest.raises(ValueError, match="t0 must be an integer in 1..999"):
+        task.AppConfig(t0=1000)
+    with pytest.raises(ValueError, match="t0 must be an integer in 1..999"):
+        task.AppConfig(t0=-3)
+    with pytest.raises(ValueError, match="unknown run-config key"):
+        task.AppConfig.from_run_config({"rounds": 3})
+    with pytest.raises(ValueError, match="method must be one of"):
+        task.AppConfig(method="fedprox")
+    conf = task.AppConfig.from_run_config({"min-clients": 1, "t0": 400, "num-clients": 2})
+    assert conf.experiment().t0s == (400,) and conf.experiment().num_clients == 2
+
+
+def test_client_t0_never_adds_less_noise_than_proposed():
+    cfg = task.AppConfig(num_clients=2).experiment()
+    assert task.client_t0(400, {}, cfg) == 400
+    assert task.client_t0(400, {"t0": 300}, cfg) == 400  # a client cannot ask for less noise
+    assert task.client_t0(400, {"t0": 500}, cfg) == 500
+    assert task.client_t0(100, {"eps": 10.0}, cfg) == 693  # DESIGN.md: smallest t0 with eps <= 10 (C = 10)
+    with pytest.raises(ValueError, match="t0 must be an integer in 1..999"):
+        task.client_t0(400, {"t0": 1000}, cfg)
+    with pytest.raises(ValueError, match="partition-id must be in 0..1"):
+        task.load_partition(cfg, 0, 2)
+
+
+# ----------------------------------------------------------------------------- PFDM steps
+def test_upload_is_notebook04s_and_is_made_once(tmp_path):
+    cfg = task.AppConfig(num_clients=2).experiment()
+    up, repeated = task.upload_once(cfg, 0, 1, 693, tmp_path)
+    ref = client_upload(task.load_partition(cfg, 0, 1), 693, Schedule(cfg.T), cfg.clip_norm, seed=0 * 100 + 1)
+    assert not repeated and torch.equal(up.x_tilde, ref.x_tilde) and torch.equal(up.y, ref.y)
+    again, repeated = task.upload_once(cfg, 0, 1, 800, tmp_path)  # a reconnecting client, even asked another t0
+    assert repeated and again.t0 == 693 and torch.equal(again.x_tilde, up.x_tilde)  # same release: eps spent once
+    assert json.loads((tmp_path / "upload_digits_seed0_n2_p1.json").read_text())["eps_spent"] == pytest.approx(up.eps)
+
+
+def test_harmonize_brings_uploads_to_the_largest_t0():
+    cfg = task.AppConfig(num_clients=2).experiment()
+    a = client_upload(task.load_partition(cfg, 0, 0), 400, Schedule(cfg.T), cfg.clip_norm, seed=1)
+    b = client_upload(task.load_partition(cfg, 0, 1), 693, Schedule(cfg.T), cfg.clip_norm, seed=2)
+    ha, hb = task.harmonize([a, b], seed=0, T=cfg.T)
+    assert ha.t0 == hb.t0 == 693 and hb is b and ha.x_tilde.shape == a.x_tilde.shape
+    assert ha.eps == a.eps  # post-processing: the client's eps is unchanged
+    # variance of a diffused-further upload matches a direct one: sqrt(abar) x + sqrt(1 - abar) z has std ~ 1
+    assert abs(float(ha.x_tilde.std()) - float(hb.x_tilde.std())) < 0.1
+
+
+def test_raw_image_check_detects_raw_images_and_passes_uploads():
+    cfg = task.AppConfig(num_clients=2).experiment()
+    data = task.load_partition(cfg, 0, 0)
+    raw = clip(data.x, cfg.clip_norm)
+    up = client_upload(data, 693, Schedule(cfg.T), cfg.clip_norm, seed=0)
+    assert task.max_raw_correlation([up.x_tilde.numpy(), up.y.numpy()], raw) < 0.8  # chance level in 64 dims: ~0.5
+    # the check WOULD fail on raw images: as they are, rescaled, or one hidden among uploads
+    assert task.max_raw_correlation([raw.numpy()], raw) > 0.99
+    assert task.max_raw_correlation([3 * raw[:1].numpy() + 1], raw) > 0.99
+    mixed = up.x_tilde.clone()
+    mixed[5] = raw[17]
+    assert task.max_raw_correlation([mixed.numpy()], raw) > 0.99
+    # barely noised images (a tiny t0) are caught too
+    leaky = client_upload(data, 5, Schedule(cfg.T), cfg.clip_norm, seed=0)
+    assert task.max_raw_correlation([leaky.x_tilde.numpy()], raw) > 0.99
+
+
+def test_local_federation_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="num_nodes must be >= 1"):
+        LocalFederation(0, tmp_path)
+
+
+# ----------------------------------------------------------------------------- real SuperLink + SuperNodes
+def _raw_images(num_clients: int) -> torch.Tensor:
+    cfg = task.AppConfig(num_clients=num_clients).experiment()
+    return torch.cat([clip(task.load_partition(cfg, 0, k).x, cfg.clip_norm) for k in range(num_clients)])
+
+
+@pytest.mark.slow
+def test_pfdm_on_superlink_and_two_supernodes_uploads_no_raw_image(tmp_path):
+    start = time.monotonic()
+    with LocalFederation(2, tmp_path / "fed") as fed:
+        result = fed.run({**RUN, "min-clients": 2}, timeout=110)
+    assert time.monotonic() - start < 150
+    assert sorted(result["clients"]) == ["0", "1"] and result["excluded_nodes"] == []
+    for c in result["clients"].values():
+        assert c["eps"] == pytest.approx(9.9959, abs=1e-3) and c["t0"] == 693 and np.isfinite(c["fid_avg"])
+    # the server-side log of received messages: only uploads, of privatized images and labels
+    out = tmp_path / "fed" / "out"
+    log = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
+    assert {row["type"] for row in log} == {"query.upload"} and {row["key"] for row in log} == {"x_tilde", "y"}
+    with np.load(out / "audit.npz") as z:
+        received = [z[k] for k in z.files]
+    raw = _raw_images(2)
+    assert len(received) == 4
+    assert task.max_raw_correlation(received, raw) < 0.99  # no raw (or barely noised) image reached the server
+    assert task.max_raw_correlation(received + [raw[:3].numpy()], raw) > 0.99  # the same check on a leak fails
+    hashes = {row["sha256"] for row in log}
+    assert not any(__import__("hashlib").sha256(x.numpy().tobytes()).hexdigest() in hashes for x in raw.split(1))
+
+
+@pytest.mark.slow
+def test_run_finishes_when_a_supernode_dies_before_uploading(tmp_path):
+    with LocalFederation(2, tmp_path / "fed") as fed:
+        out = tmp_path / "fed" / "out"
+        proc = fed.submit({**RUN, "min-clients": 1, "upload-timeout": 30.0, "out-dir": str(out)})
+        deadline = time.monotonic() + 60
+        while not (out / "status.json").exists() or json.loads((out / "status.json").read_text())["phase"] != "uploads-requested":
+            assert time.monotonic() < deadline and proc.poll() is None, fed.log("flwr_run")[-2000:]
+            time.sleep(0.05)
+        fed.kill_node(1)  # drops out before step 1 completes
+        deadline = time.monotonic() + 100
+        while not (out / "result.json").exists():
+            assert time.monotonic() < deadline, fed.log("flwr_run")[-2000:]
+            time.sleep(0.2)
+        result = json.loads((out / "result.json").read_text())
+    assert list(result["clients"]) == ["0"] and len(result["excluded_nodes"]) == 1
+    assert np.isfinite(result["clients"]["0"]["fid_avg"])
