@@ -11,8 +11,10 @@ NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 RUN_DIR ?= runs/default
 PRESET ?= cpu
 export PYTHONHASHSEED := 0
+# OpenMP threads sleep instead of spinning when idle: 2.6x faster on shared cores (benchmarks/bench_threads.py)
+export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: install run rerun frontier test unit nbtest clean
+.PHONY: install run rerun frontier test unit nbtest clean bench e2e
 
 install: $(STAMP)
 
@@ -36,6 +38,14 @@ rerun: $(STAMP)
 
 frontier: $(STAMP)
 	$(PY) scripts/frontier.py --preset $(PRESET) --publish
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+# browser end-to-end test (issue 11): installs Debian's chromium + playwright (needs root/sudo for apt)
+e2e: $(STAMP)
+	scripts/install_browser.sh $(VENV)
+	$(PY) -m pytest -q -m e2e tests/e2e
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests
