@@ -62,7 +62,17 @@ RECIPES = {
     "selected + shifts": Recipe(budget=3, select=True, augment=True),
     "selected + half width": Recipe(budget=3, select=True, base_channels=16),
     "selected + guidance -0.3": Recipe(budget=3, select=True, p_uncond=0.3, guidance=-0.3),
+    "selected + EMA + dropout + weight decay": Recipe(budget=3, select=True, ema_decay=0.995, dropout=0.1,
+                                                      weight_decay=1e-4),
 }
+
+# The study's default (notebook 10, digits, preset cpu, seed 0, eps = 10 per image -> t0 = 675): the recipe whose
+# personal denoiser reached the lowest validation loss on client 0's held-out images (0.102 against 0.117 for
+# validation-selected length alone and 0.120 for the paper's fixed budget). EMA, dropout and weight decay together
+# let it train 2200-2400 steps before the validation loss stops improving, where the unregularised network starts
+# to memorize its few images after 700-900. Chosen on validation, never on the test reference; what it buys in
+# minority FID is measured, over three seeds, in notebook 10 and the README.
+OUR_RECIPE = "selected + EMA + dropout + weight decay"
 
 
 @dataclass
@@ -204,6 +214,27 @@ def curves(out: Path, seed: int) -> dict[str, list[tuple[int, float]]]:
             for p in sorted((Path(out) / f"seed{seed}").glob("*.best.pt"))}
 
 
+def personal_curves(cfg: ExperimentConfig, out: Path, seed: int, t0: int,
+                    recipes: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
+    """Validation curves of the personal denoiser at t0, by recipe name (recipes not trained are skipped)."""
+    all_curves = curves(out, seed)
+    names = {f"personal_c{cfg.client}_t0{t0}_{_slug(RECIPES[r])}": r for r in recipes}
+    return {names[k]: v for k, v in all_curves.items() if k in names}
+
+
+def validation_table(cfg: ExperimentConfig, out: Path, seed: int, t0: int, recipes: Sequence[str]) -> pd.DataFrame:
+    """Best validation loss (client cfg.client's hold-out) of the personal denoiser of each recipe
+    at t0, read from the `.best.pt` files run_study left: the rule that picks our recipe."""
+    rows = []
+    for name in recipes:
+        path = Path(out) / f"seed{seed}" / f"personal_c{cfg.client}_t0{t0}_{_slug(RECIPES[name])}.best.pt"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: run run_study for recipe {name!r} at t0 = {t0} first")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        rows.append({"recipe": name, "validation_loss": state["loss"], "steps_used": state["step"]})
+    return pd.DataFrame(rows).sort_values("validation_loss", ignore_index=True)
+
+
 def gap_closed(df: pd.DataFrame, key: str = "fid_minor", local: str = "selected") -> pd.DataFrame:
     """Per (t0, recipe): the fraction of the local-only -> centralized gap in `key` that PFDM closes,
     (local - pfdm) / (local - central), per seed, then mean and std over seeds."""
@@ -217,5 +248,5 @@ def gap_closed(df: pd.DataFrame, key: str = "fid_minor", local: str = "selected"
                          "gap_closed_std": g.gap_closed.std(ddof=1), "seeds": g.size()}).reset_index()
 
 
-__all__ = ["RECIPES", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "run_study",
-           "shift_augment", "train_central", "train_client_model", "train_shared"]
+__all__ = ["OUR_RECIPE", "RECIPES", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "personal_curves", "run_study",
+           "shift_augment", "train_central", "train_client_model", "train_shared", "validation_table"]

@@ -100,5 +100,10 @@ def test_run_study_end_to_end_and_gap_closed(tmp_path, monkeypatch):
           for m in ("local", "central", "pfdm")]
     expected = (g0 + (g1[0] - g1[2]) / (g1[0] - g1[1])) / 2
     assert gap[gap.recipe == "paper"].gap_closed_mean.item() == pytest.approx(expected)
+    vt = pz.validation_table(cfg, tmp_path / "study", 0, 400, ["paper", "selected"])
+    assert list(vt.columns) == ["recipe", "validation_loss", "steps_used"] and vt.validation_loss.is_monotonic_increasing
+    assert set(vt.recipe) == {"paper", "selected"} and vt[vt.recipe == "paper"].steps_used.item() == cfg.train.steps
+    with pytest.raises(FileNotFoundError, match="run_study"):
+        pz.validation_table(cfg, tmp_path / "study", 0, 401, ["paper"])
     with pytest.raises(ValueError, match="unknown recipe"):
         pz.run_study(cfg, [0], [400], ["nope"], tmp_path / "x", progress=False)
