@@ -275,7 +275,8 @@ def extra_metrics(cfg: ExperimentConfig) -> dict[str, Callable[[torch.Tensor], f
     return {"color": lambda x: float(datasets.in_band(datasets.stroke_hue(x), cluster).float().mean())}
 
 
-def _make_model(cfg: ExperimentConfig, seed: int):
+def model_factory(cfg: ExperimentConfig, seed: int):
+    """The UNet factory every method of a run uses (seeded, on train.device()); also the Flower app's."""
     def make() -> nn.Module:
         torch.manual_seed(seed)
         return UNet(cfg.net).to(device())
@@ -289,7 +290,7 @@ def train_method(method: str, cfg: ExperimentConfig, split: Split, seed: int, t0
     `info`, when given, receives what the method reports beyond its models (DP-SGD's accountant
     eps and noise multiplier, the clients Phoenix's filter disconnected)."""
     info = {} if info is None else info
-    sched, make = Schedule(cfg.T), _make_model(cfg, seed)
+    sched, make = Schedule(cfg.T), model_factory(cfg, seed)
     tc = replace(cfg.train, seed=seed, checkpoint_every=max(1, cfg.train.steps // 4))
     me = split.clients[cfg.client]
     if method == "pfdm":

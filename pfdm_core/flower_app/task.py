@@ -83,7 +83,7 @@ class AppConfig:
 
 # ----------------------------------------------------------------------------- shared helpers
 def make_model(cfg: experiment.ExperimentConfig, seed: int) -> nn.Module:
-    return experiment._make_model(cfg, seed)()  # the factory of experiment.train_method
+    return experiment.model_factory(cfg, seed)()  # the factory of experiment.train_method
 
 
 def train_config(cfg: experiment.ExperimentConfig, seed: int) -> TrainConfig:
