@@ -16,7 +16,6 @@ budget, no selection) and the variants the study measures.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -30,13 +29,19 @@ from tqdm.auto import tqdm
 from . import metrics
 from .data import Dataset, client_classes
 from .diffusion import generate
-from .experiment import ExperimentConfig, Split, evaluate_client, make_split, metric_classifier
+from .experiment import (
+    ExperimentConfig,
+    Split,
+    evaluate_client,
+    make_split,
+    metric_classifier,
+    model_factory,
+)
 from .federated import client_upload, pfdm_sample, server_train_shared, union
-from .nets import UNet
 from .privacy import clip, epsilon
 from .schedule import Schedule
 from .selection import ValidationLoss, stratified_holdout, train_selected
-from .train import TrainConfig, check_config_folder, device
+from .train import TrainConfig, check_config_folder
 
 
 @dataclass(frozen=True)
@@ -101,9 +106,8 @@ def shift_augment(data: Dataset) -> Dataset:
 
 
 def _model(cfg: ExperimentConfig, recipe: Recipe, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
     net = replace(cfg.net, base_channels=recipe.base_channels or cfg.net.base_channels, dropout=recipe.dropout)
-    return UNet(net).to(device())
+    return model_factory(replace(cfg, net=net), seed)()
 
 
 def _config(cfg: ExperimentConfig, recipe: Recipe, seed: int) -> TrainConfig:
