@@ -66,6 +66,13 @@ def union(datasets: Sequence[Dataset]) -> Dataset:
     return Dataset(torch.cat([d.x for d in datasets]), torch.cat([d.y for d in datasets]))
 
 
+def fedavg_client_config(config: TrainConfig, rounds: int, round_index: int, client: int) -> TrainConfig:
+    """Client `client`'s local training in FedAvg round `round_index` (0-based): `config.steps // rounds`
+    steps, seeded by round and client (shared by train_fedavg and the Flower app's clients)."""
+    return replace(config, steps=max(1, config.steps // rounds), seed=config.seed + 1000 * round_index + client,
+                   checkpoint_every=0)
+
+
 def train_fedavg(datasets: Sequence[Dataset], make_model: ModelFactory, sched: Schedule, config: TrainConfig,
                  rounds: int, client_fraction: float = 1.0, checkpoint: str | os.PathLike | None = None,
                  progress: bool = True) -> nn.Module:
@@ -74,7 +81,6 @@ def train_fedavg(datasets: Sequence[Dataset], make_model: ModelFactory, sched: S
     weights, weighted by client data size. Checkpoints after every round and resumes."""
     if rounds < 1 or not 0 < client_fraction <= 1:
         raise ValueError(f"need rounds >= 1 and client_fraction in (0, 1], got {rounds}, {client_fraction}")
-    local_steps = max(1, config.steps // rounds)
     model = make_model()
     start, path = 0, Path(checkpoint) if checkpoint else None
     if path and path.exists():
@@ -90,7 +96,7 @@ def train_fedavg(datasets: Sequence[Dataset], make_model: ModelFactory, sched: S
         states, sizes = [], []
         for k in chosen:
             local = copy.deepcopy(model)
-            cfg = replace(config, steps=local_steps, seed=config.seed + 1000 * r + k, checkpoint_every=0)
+            cfg = fedavg_client_config(config, rounds, r, k)
             train(local, sched, datasets[k].x, datasets[k].y, 1, sched.T, config=cfg, progress=False)
             states.append(local.state_dict())
             sizes.append(len(datasets[k]))
@@ -124,4 +130,5 @@ def pfdm_sample(shared: nn.Module, personal: nn.Module, sched: Schedule, t0: int
                     x_start=x_t0, t_hi=t0, guidance=guidance)
 
 __all__ = ["Upload", "client_upload", "server_train_shared", "client_train_personal", "train_full",
+           "fedavg_client_config",
            "train_fedavg", "union", "pfdm_sample", "split_steps"]

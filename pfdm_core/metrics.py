@@ -77,7 +77,11 @@ def embed(model: Classifier, x: torch.Tensor, batch_size: int = 1024) -> np.ndar
 @torch.no_grad()
 def accuracy(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> float:
     """Fraction of x that the classifier labels y (on samples: class-conditional fidelity)."""
-    return float((model(x).argmax(1) == y).float().mean())
+    return _hit_rate(model(x), y)
+
+
+def _hit_rate(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((logits.argmax(1) == y).float().mean())
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -128,5 +132,5 @@ def evaluate(model: Classifier, real_x: torch.Tensor, fake_x: torch.Tensor, fake
         out = {"fid": frechet_distance(r, f), "kid": kid(r, f), "precision": p, "recall": rec}
         if fake_y is not None:
             logits = model.head(feats) if isinstance(model, Classifier) else model(fake_x)
-            out["accuracy"] = float((logits.argmax(1) == fake_y).float().mean())
+            out["accuracy"] = _hit_rate(logits, fake_y)
     return out

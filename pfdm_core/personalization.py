@@ -151,6 +151,11 @@ def train_central(cfg: ExperimentConfig, ss: StudySplit, recipe: Recipe, seed: i
                               folder / f"central_{_slug(recipe)}.pt", progress)
 
 
+def _personal_name(cfg: ExperimentConfig, t0: int, recipe: str) -> str:
+    """Checkpoint stem of client cfg.client's personal denoiser at t0 trained by recipe `recipe`."""
+    return f"personal_c{cfg.client}_t0{t0}_{_slug(RECIPES[recipe])}"
+
+
 def _slug(recipe: Recipe) -> str:
     d = {k: v for k, v in asdict(recipe).items() if v != getattr(Recipe(), k)}
     return "_".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in d.items()) or "paper"
@@ -193,8 +198,8 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
             shared = train_shared(cfg, ss, t0, seed, folder, progress)
             for rname in recipes:
                 r = RECIPES[rname]
-                p, used = train_client_model(cfg, me, val, t0, r, seed,
-                                             folder / f"personal_c{cfg.client}_t0{t0}_{_slug(r)}.pt", progress)
+                p, used = train_client_model(cfg, me, val, t0, r, seed, folder / f"{_personal_name(cfg, t0, rname)}.pt",
+                                             progress)
                 models.append(({"method": "pfdm", "recipe": rname, "t0": t0, "steps_used": used,
                                 "eps_analytic": epsilon(t0, sched, cfg.clip_norm, cfg.delta, "analytic"),
                                 "eps_thm51": epsilon(t0, sched, cfg.clip_norm, cfg.delta)}, (shared, p, r.guidance)))
@@ -225,7 +230,7 @@ def personal_curves(cfg: ExperimentConfig, out: Path, seed: int, t0: int,
                     recipes: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
     """Validation curves of the personal denoiser at t0, by recipe name (recipes not trained are skipped)."""
     all_curves = curves(out, seed)
-    names = {f"personal_c{cfg.client}_t0{t0}_{_slug(RECIPES[r])}": r for r in recipes}
+    names = {_personal_name(cfg, t0, r): r for r in recipes}
     return {names[k]: v for k, v in all_curves.items() if k in names}
 
 
@@ -234,7 +239,7 @@ def validation_table(cfg: ExperimentConfig, out: Path, seed: int, t0: int, recip
     at t0, read from the `.best.pt` files run_study left: the rule that picks our recipe."""
     rows = []
     for name in recipes:
-        path = Path(out) / f"seed{seed}" / f"personal_c{cfg.client}_t0{t0}_{_slug(RECIPES[name])}.best.pt"
+        path = Path(out) / f"seed{seed}" / f"{_personal_name(cfg, t0, name)}.best.pt"
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: run run_study for recipe {name!r} at t0 = {t0} first")
         state = torch.load(path, map_location="cpu", weights_only=False)

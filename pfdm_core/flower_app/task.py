@@ -18,7 +18,7 @@ from torch import nn
 
 from pfdm_core import experiment
 from pfdm_core.data import Dataset, client_classes
-from pfdm_core.federated import client_train_personal, client_upload
+from pfdm_core.federated import client_train_personal, client_upload, fedavg_client_config
 from pfdm_core.privacy import t0_for_epsilon
 from pfdm_core.recipes import runs_dir
 from pfdm_core.schedule import Schedule, q_sample_from
@@ -173,8 +173,7 @@ def fedavg_local(cfg: experiment.ExperimentConfig, seed: int, partition_id: int,
     data = load_partition(cfg, seed, partition_id)
     model = make_model(cfg, seed)
     model.load_state_dict(state)
-    tc = replace(train_config(cfg, seed), steps=max(1, cfg.train.steps // rounds),
-                 seed=seed + 1000 * (server_round - 1) + int(partition_id))
+    tc = fedavg_client_config(train_config(cfg, seed), rounds, server_round - 1, int(partition_id))
     res = train(model, Schedule(cfg.T), data.x, data.y, 1, cfg.T, config=tc, progress=False)
     return model.state_dict(), float(np.mean(res.losses)), len(data)
 
