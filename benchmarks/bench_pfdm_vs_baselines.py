@@ -82,11 +82,8 @@ def main(argv=None) -> dict:
     else:
         reuse_dir = None
 
-    def make(base: int):
-        def f():
-            torch.manual_seed(seed)
-            return UNet(replace(cfg.net, base_channels=base))
-        return f
+    def make(base: int):  # the runs' factory at another width
+        return experiment.model_factory(replace(cfg, net=replace(cfg.net, base_channels=base)), seed)
 
     uploads = [client_upload(d, t0, sched, cfg.clip_norm, seed=seed * 100 + m, delta=cfg.delta)
                for m, d in enumerate(split.clients)]  # as experiment.train_method("pfdm", ...)
