@@ -1,16 +1,17 @@
-"""End to end: the time of each notebook at its defaults, and of `make run` (their sum).
+"""End to end: the time of each notebook, at the `cpu` preset and in `make run` (the tour).
 
-* Default preset: read from the committed executed notebooks (papermill's
-  `metadata.papermill.duration`, per notebook and per cell), not re-run here: at the `cpu` preset
-  they take from seconds to two hours on 2 cores. Each notebook's share of `make run` is the
-  ratio reported; the slowest cell of each says what dominates. These times were measured by
-  whoever executed the notebook, on shared cores, some re-executed from cached checkpoints
+* `cpu` preset: read from the committed executed notebooks (papermill's `metadata.papermill.duration`,
+  per notebook and per cell), not re-run here: at `cpu` they take from seconds to two hours on 2 cores.
+  Each notebook's share of the sum is reported; the slowest cell of each says what dominates. These
+  times were measured by whoever executed the notebook, on shared cores, some from cached checkpoints
   (see the README's notebook table).
-* Smoke preset, live: every notebook executed with papermill at PFDM_PRESET=smoke (figures and
-  checkpoints in a temporary folder; only with --live: 12 minutes on 2 busy cores on 2026-11-24,
-  which does not fit `make bench`'s 10 minutes), each time as a ratio to a calibration workload measured in
-  the same run (5 training steps of the MNIST `cpu` UNet at batch 64, median of the runs before
-  and after), so that a slower or busier machine moves both sides. `--quick` skips the live runs.
+* `make run`: the tour of scripts/rerun.py (01-04 at `cpu`, 04 with one seed; 05-10 at `smoke`).
+  With --live it is executed here, notebook by notebook in a temporary folder exactly as `make run`
+  does (about 15 minutes on 2 idle cores: more than `make bench`'s 10, hence opt-in), each time also
+  as a ratio to a calibration workload measured in the same run (5 training steps of the MNIST `cpu`
+  UNet at batch 64, median of the runs before and after), so that a slower or busier machine moves
+  both sides. Without --live the times of the last `make run` are read from its summary.json
+  (runs/default/summary.json) when there is one. `--quick` skips the live runs.
 Writes runs/bench/end_to_end.json.
 """
 from __future__ import annotations
@@ -27,6 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import torch  # noqa: E402
+
+sys.path.insert(0, str(common.REPO / "scripts"))
+import rerun  # noqa: E402
 
 from pfdm_core.diffusion import diffusion_loss  # noqa: E402
 from pfdm_core.experiment import PRESETS  # noqa: E402
@@ -50,7 +54,7 @@ def committed_times(folder: Path = NOTEBOOKS) -> list[dict]:
                      "slowest_cell": slowest[1].splitlines()[0][:80] if slowest[1] else ""})
     total = sum(r["duration_s"] or 0 for r in rows)
     for r in rows:
-        r["share_of_make_run"] = (r["duration_s"] or 0) / total if total else None
+        r["share_of_cpu_total"] = (r["duration_s"] or 0) / total if total else None
         r["slowest_cell_share"] = r["slowest_cell_s"] / r["duration_s"] if r["duration_s"] else None
     return rows
 
@@ -75,18 +79,32 @@ def calibration(steps: int = 20, batch: int = 64):
 
 
 def run_notebook(path: Path, tmp: Path) -> tuple[float, bool, str]:
-    env = {**os.environ, "PFDM_PRESET": "smoke", "PFDM_FIGURES": str(tmp / "figures"), "PFDM_RUNS": str(tmp / "runs"),
+    """Execute `path` at its tour parameters as `make run` does (own process, models and figures under tmp)."""
+    env = {**os.environ, "PFDM_FIGURES": str(tmp / "figures"), "PFDM_RUNS": str(tmp / "runs"),
            "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    env.pop("PFDM_PRESET", None)
+    params = ["-y", json.dumps(rerun.tour_parameters(path.name))]  # JSON is YAML
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "papermill", "--cwd", str(NOTEBOOKS), "--kernel", "python3",
-                           str(path), str(tmp / path.name)], env=env, capture_output=True, text=True)
+                           *params, str(path), str(tmp / path.name)], env=env, capture_output=True, text=True)
     return time.perf_counter() - t, proc.returncode == 0, proc.stderr[-500:] if proc.returncode else ""
+
+
+def last_make_run(summary: Path = common.REPO / "runs" / "default" / "summary.json") -> list[dict]:
+    """Per notebook: seconds and status of the last `make run` (its summary.json), [] when there is none."""
+    if not summary.exists():
+        return []
+    report = json.loads(summary.read_text())
+    if report.get("preset") != "tour":
+        return []
+    return [{"notebook": Path(n["notebook"]).stem, "tour_s": n["seconds"], "ok": n["status"] == "ok"}
+            for n in report["notebooks"]]
 
 
 def main(argv=None) -> dict:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--live", action="store_true", help="also execute every notebook at smoke (about 12 min on 2 busy cores)")
-    p.add_argument("--notebooks", nargs="*", default=None, help="live smoke runs of these only (e.g. 01 02); implies --live")
+    p.add_argument("--live", action="store_true", help="also execute the tour of `make run` (about 15 min on 2 idle cores)")
+    p.add_argument("--notebooks", nargs="*", default=None, help="live tour runs of these only (e.g. 01 02); implies --live")
     args = p.parse_args(argv)
     common.setup_threads(args.threads)
     machine = common.machine()
@@ -103,33 +121,36 @@ def main(argv=None) -> dict:
             for path in paths:
                 wall, ok, err = run_notebook(path, Path(tmp))
                 calib_s.append(calib())
-                live.append({"notebook": path.stem, "smoke_s": wall, "ok": ok, "error": err})
+                live.append({"notebook": path.stem, "tour_s": wall, "ok": ok, "error": err})
     calib_s.append(calib())
     ref = statistics.median(calib_s)
-    for r in live:
-        r["smoke_over_calibration"] = r["smoke_s"] / ref
-    total_smoke = sum(r["smoke_s"] for r in live)
-    by_name = {r["notebook"]: r for r in live}
-    rows = [{**c, "smoke_s": by_name.get(c["notebook"], {}).get("smoke_s"),
-             "smoke_ok": by_name.get(c["notebook"], {}).get("ok"),
-             "smoke_over_calibration": by_name.get(c["notebook"], {}).get("smoke_over_calibration")} for c in committed]
-    make_run_s = sum(r["duration_s"] or 0 for r in committed)
+    tour, source = (live, "live, this run") if live else (last_make_run(), "runs/default/summary.json (last make run)")
+    for r in tour:
+        r["tour_over_calibration"] = r["tour_s"] / ref if live else None
+    by_name = {r["notebook"]: r for r in tour}
+    rows = [{**c, "tour_parameters": rerun.tour_parameters(c["notebook"] + ".ipynb"),
+             "tour_s": by_name.get(c["notebook"], {}).get("tour_s"), "tour_ok": by_name.get(c["notebook"], {}).get("ok"),
+             "tour_over_calibration": by_name.get(c["notebook"], {}).get("tour_over_calibration")} for c in committed]
+    cpu_total = sum(r["duration_s"] or 0 for r in committed)
+    make_run_s = sum(r["tour_s"] for r in tour) if tour and len(tour) == len(committed) else None
     payload = {"benchmark": "end_to_end", "quick": args.quick,
-               "make_run_default_s": make_run_s, "make_run_default_min": make_run_s / 60,
-               "make_run_missing": [r["notebook"] for r in committed if r["duration_s"] is None],
-               "make_run_source": "sum of papermill durations of the committed executed notebooks (not re-run)",
+               "cpu_total_s": cpu_total, "cpu_total_min": cpu_total / 60,
+               "cpu_missing": [r["notebook"] for r in committed if r["duration_s"] is None],
+               "cpu_source": "sum of papermill durations of the committed executed notebooks (not re-run)",
+               "make_run_s": make_run_s, "make_run_min": None if make_run_s is None else make_run_s / 60,
+               "make_run_source": source if tour else None,
                "calibration": {"workload": "5 train steps, MNIST cpu UNet, batch 64" if not args.quick else "quick",
                                "runs_s": calib_s, "median_s": ref},
-               "smoke_total_s": total_smoke, "smoke_total_over_calibration": total_smoke / ref if live else None,
                "rows": rows, "machine": machine}
     path = common.write("end_to_end", payload, args.out)
     for r in rows:
-        r["default_min"] = None if r["duration_s"] is None else r["duration_s"] / 60
-    print(common.table(rows, ["notebook", "default_min", "share_of_make_run", "slowest_cell_share", "slowest_cell",
-                              "smoke_s", "smoke_over_calibration"],
-                       f"Notebooks: default preset (committed papermill times; sum = make run "
-                       f"{make_run_s / 60:.1f} min) and live smoke runs (calibration {ref:.2f} s) — "
-                       f"{common.machine_line(payload['machine'])}"))
+        r["cpu_min"] = None if r["duration_s"] is None else r["duration_s"] / 60
+        r["tour_preset"] = r["tour_parameters"].get("preset")
+    make_run = "not measured" if make_run_s is None else f"{make_run_s / 60:.1f} min ({source})"
+    print(common.table(rows, ["notebook", "cpu_min", "share_of_cpu_total", "slowest_cell_share", "slowest_cell",
+                              "tour_preset", "tour_s", "tour_over_calibration"],
+                       f"Notebooks: cpu preset (committed papermill times; sum {cpu_total / 60:.1f} min) and make run's "
+                       f"tour (sum {make_run}; calibration {ref:.2f} s) — {common.machine_line(payload['machine'])}"))
     print(f"wrote {path}")
     return payload
 

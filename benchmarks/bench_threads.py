@@ -1,12 +1,13 @@
-"""Threads: torch's CPU default (one thread per core, OpenMP threads spinning while idle) vs
-one thread, and vs idle threads that sleep (OMP_WAIT_POLICY=PASSIVE), on the MNIST `cpu` UNet.
+"""Threads: OpenMP's default (idle threads spin) vs idle threads that sleep (OMP_WAIT_POLICY=PASSIVE)
+vs one thread, on the digits and MNIST `cpu` UNets, on the cores as found and with busy neighbours.
 
 Each candidate is a fresh process (the OpenMP policy is fixed when torch loads) that times a few
-training steps (forward + backward + Adam, batch 64); candidates are interleaved and repeated,
-and each median is reported as a ratio to torch's default. On an idle machine two threads beat
-one; on cores shared with other jobs, spinning threads of one process wait on a descheduled
-sibling at every barrier and the default can be many times slower. The load average at the
-start says which case the run measured. Writes runs/bench/threads.json.
+training steps (forward + backward + Adam); candidates are interleaved and repeated, and each
+median is reported as a ratio to OpenMP's default in the same condition. Two conditions: the
+machine as found (its load average is recorded) and with `--busy` (default 2) processes spinning
+on the cores, started by the benchmark, as when other jobs share the machine. The row "pfdm_core
+picks" is what pfdm_core/omp.py would choose in that condition (its measured busy cores). Writes
+runs/bench/threads.json.
 """
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-CANDIDATES = {"default (N threads, spinning)": {"threads": 0, "policy": "ACTIVE"},
+CANDIDATES = {"OpenMP default (N threads, idle ones spin)": {"threads": 0, "policy": None},
               "N threads, OMP_WAIT_POLICY=PASSIVE": {"threads": 0, "policy": "PASSIVE"},
-              "1 thread": {"threads": 1, "policy": "ACTIVE"}}
+              "1 thread": {"threads": 1, "policy": None}}
 
 
 def worker(threads: int, steps: int, batch: int, data: str = "mnist") -> None:
@@ -51,30 +52,62 @@ def worker(threads: int, steps: int, batch: int, data: str = "mnist") -> None:
     print(json.dumps({"s_per_step": statistics.median(times[1:]), "threads": torch.get_num_threads()}))
 
 
+def measure(data: str, batch: int, steps: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per step of each candidate, interleaved over `repeats` rounds of fresh processes."""
+    runs: dict[str, list[float]] = {k: [] for k in CANDIDATES}
+    for _ in range(repeats):
+        for name, c in CANDIDATES.items():
+            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+            if c["policy"]:
+                env["OMP_WAIT_POLICY"] = c["policy"]
+            out = subprocess.run([sys.executable, __file__, "--worker", str(c["threads"]), str(steps), str(batch), data],
+                                 env=env, capture_output=True, text=True, check=True).stdout
+            runs[name].append(json.loads(out.strip().splitlines()[-1])["s_per_step"])
+    return runs
+
+
 def main(argv=None) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import common
 
-    args = common.parser(__doc__.splitlines()[0]).parse_args(argv)
+    from pfdm_core import omp
+
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--busy", type=int, default=2, help="spinning processes of the loaded condition (0: skip it)")
+    args = p.parse_args(argv)
     common.setup_threads(args.threads)
     machine = common.machine()
-    repeats, steps, batch, data = (1, 1, 4, "digits") if args.quick else (3, 2, 32, "mnist")
-    runs: dict[str, list[float]] = {k: [] for k in CANDIDATES}
-    for _ in range(repeats):
-        for name, c in CANDIDATES.items():
-            env = {**os.environ, "OMP_WAIT_POLICY": c["policy"]}
-            env.pop("OMP_NUM_THREADS", None)
-            out = subprocess.run([sys.executable, __file__, "--worker", str(c["threads"]), str(steps), str(batch), data],
-                                 env=env, capture_output=True, text=True, check=True).stdout
-            runs[name].append(json.loads(out.strip().splitlines()[-1])["s_per_step"])
-    ref = statistics.median(runs[next(iter(CANDIDATES))])
-    rows = [{"setting": k, "median_s_per_step": statistics.median(v), "speedup_vs_default": ref / statistics.median(v),
-             "runs_s": v} for k, v in runs.items()]
-    payload = {"benchmark": "threads", "quick": args.quick, "data": data, "batch": batch, "steps": steps, "repeats": repeats,
-               "rows": rows, "machine": machine}
+    repeats, steps = (1, 1) if args.quick else (2, 3)
+    workloads = [("digits", 4)] if args.quick else [("digits", 128), ("mnist", 32)]
+    conditions = ["as found"] + ([f"{args.busy} busy processes"] if args.busy and not args.quick else [])
+    rows = []
+    for condition in conditions:
+        spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                    for _ in range(args.busy if condition != "as found" else 0)]
+        try:
+            busy = omp.busy_cores(0.5)
+            picks = omp.choose_wait_policy(busy, os.cpu_count() or 1)
+            for data, batch in workloads:
+                runs = measure(data, batch, steps, repeats)
+                ref = statistics.median(runs[next(iter(CANDIDATES))])
+                for k, v in runs.items():
+                    rows.append({"condition": condition, "busy_cores": round(busy, 2), "data": data, "batch": batch,
+                                 "setting": k, "median_s_per_step": statistics.median(v),
+                                 "speedup_vs_default": ref / statistics.median(v), "runs_s": v})
+                picked = next(k for k, c in CANDIDATES.items() if c["threads"] == 0 and c["policy"] == picks)
+                rows.append({**{k: rows[-1][k] for k in ("condition", "busy_cores", "data", "batch")},
+                             "setting": f"pfdm_core picks: {picked}",
+                             "median_s_per_step": statistics.median(runs[picked]),
+                             "speedup_vs_default": ref / statistics.median(runs[picked])})
+        finally:
+            for sp in spinners:
+                sp.kill()
+                sp.wait()
+    payload = {"benchmark": "threads", "quick": args.quick, "steps": steps, "repeats": repeats,
+               "conditions": conditions, "rows": rows, "machine": machine}
     path = common.write("threads", payload, args.out)
-    print(common.table(rows, ["setting", "median_s_per_step", "speedup_vs_default"],
-                       f"Threads, {data} cpu UNet training step, batch {batch} — {common.machine_line(machine)}"))
+    print(common.table(rows, ["condition", "busy_cores", "data", "batch", "setting", "median_s_per_step", "speedup_vs_default"],
+                       f"Threads, cpu UNets' training step — {common.machine_line(machine)}"))
     print(f"wrote {path}")
     return payload
 

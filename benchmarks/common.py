@@ -21,11 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/bench_x.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-# Idle OpenMP threads sleep instead of spinning: on cores shared with other jobs, spinning
-# threads of a 2-thread torch process stall each other (bench_threads measures by how much).
-# Set before torch loads OpenMP; an explicit setting in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+# pfdm_core chooses OMP_WAIT_POLICY (spin on idle cores, sleep on busy ones: pfdm_core/omp.py) before
+# torch loads OpenMP, as in the notebooks; an explicit setting in the environment wins.
+import pfdm_core  # noqa: E402, F401
 import torch  # noqa: E402
 
 

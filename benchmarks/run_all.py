@@ -22,7 +22,7 @@ BENCHMARKS = {"threads": "bench_threads.py", "unet": "bench_unet.py", "sampling"
 def main(argv=None) -> int:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", choices=list(BENCHMARKS), default=None)
-    p.add_argument("--live", action="store_true", help="end_to_end also executes every notebook at smoke (+12 min)")
+    p.add_argument("--live", action="store_true", help="end_to_end also executes make run's tour (+15-20 min)")
     args = p.parse_args(argv)
     out = args.out or common.default_out()
     extra = (["--quick"] if args.quick else []) + ["--out", str(out)] + (["--threads", str(args.threads)] if args.threads else [])

@@ -1,11 +1,11 @@
 """pfdm_core: private, personalized federated diffusion models (PFDM), the tested package
 behind the pfdm notebooks. Floors (lower never imports higher): schedule -> nets, diffusion,
 privacy, data -> train -> toy, plotting, cli. See DESIGN.md for the equations."""
-import os
+from . import omp
 
-# idle OpenMP threads sleep instead of spinning: 2.6x faster training on 2 shared CPU cores
-# (benchmarks/bench_threads.py); must be set before torch starts its thread pool
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# idle OpenMP threads sleep on busy cores and spin on idle ones (pfdm_core/omp.py, measured by
+# benchmarks/bench_threads.py); decided before torch starts its thread pool
+omp.apply()
 
 from .diffusion import ddim_sample, ddpm_sample, diffusion_loss, sample
 from .privacy import clip, epsilon, privatize, t0_for_epsilon

@@ -2,6 +2,14 @@
 
     python scripts/rerun.py --preset cpu                 # every notebook -> runs/cpu/
     python scripts/rerun.py --preset smoke -n 01 04      # notebooks whose names start with 01 or 04
+    python scripts/rerun.py --tour --out runs/default    # `make run`: the tour (TOUR below), under 20 min
+
+The tour is what `make run` executes: the teaching notebooks 01-04 at `cpu` (notebook 02 with fewer
+samples for its metrics, notebook 04 with PFDM and local-only, one seed, no t0 sweep), the
+federated-scale notebooks 05-10 at `smoke`, each with its parameters passed to papermill (so every
+executed notebook shows them in its injected-parameters cell). It checks on a laptop that every
+notebook runs end to end, with real training where it takes minutes; the `cpu` results (hours of
+training on 2 cores, committed as the executed notebooks and under runs/cpu/) come from `--preset cpu`.
 
 Each executed notebook goes to <out>/<name>.ipynb and its figures to <out>/figures/ (the committed
 figures/ are left alone). The experiments write their result files (results*.json) under
@@ -29,30 +37,64 @@ def notebooks(prefixes: list[str] | None) -> list[Path]:
     return chosen
 
 
-def rerun(preset: str, prefixes: list[str] | None = None, out: Path | None = None, kernel: str = "python3") -> dict:
+# `make run`: notebook-name prefix -> papermill parameters. Measured on 2 idle cores: see the README's
+# Performance section (the sum must stay under 20 minutes; tests/test_datasets.py checks the table's shape).
+TOUR: dict[str, dict] = {
+    "01": {"preset": "cpu"},
+    "02": {"preset": "cpu", "n_per_class": 20},  # DDPM-vs-DDIM metrics on 200 samples (cpu: 600)
+    "03": {"preset": "cpu"},  # reuses notebook 02's model
+    # PFDM vs local-only, one seed, no t0 sweep; all four methods x 3 seeds + sweep: `--preset cpu` (~13 min)
+    "04": {"preset": "cpu", "seeds": [0], "sweep_t0s": [], "methods": ["pfdm", "local"]},
+    "05": {"preset": "smoke"},  # cpu: ~1-2 h (MNIST and Colorized MNIST UNets)
+    "06": {"preset": "smoke"},  # cpu with CIFAR-10: ~1 h (estimate)
+    "07": {"preset": "smoke"},  # cpu: ~10 min
+    "08": {"preset": "smoke"},  # cpu: ~15 min after notebook 04
+    "09": {"preset": "smoke"},  # cpu: ~8 min
+    "10": {"preset": "smoke"},  # cpu: ~1.5 h of training
+}
+
+
+def tour_parameters(name: str) -> dict:
+    """The tour's papermill parameters of notebook `name` (e.g. "04_pfdm_digits.ipynb")."""
+    for prefix, params in TOUR.items():
+        if name.startswith(prefix):
+            return dict(params)
+    raise SystemExit(f"rerun: notebook {name} has no entry in the tour (scripts/rerun.py TOUR)")
+
+
+def rerun(preset: str | None, prefixes: list[str] | None = None, out: Path | None = None, kernel: str = "python3") -> dict:
+    """Every chosen notebook at `preset`, or (preset None) at its tour parameters."""
     import papermill as pm
 
-    from pfdm_core.presets import PRESETS
+    from pfdm_core.presets import ENV_VAR, PRESETS
     from pfdm_core.recipes import runs_dir
 
-    if preset not in PRESETS:
+    if preset is not None and preset not in PRESETS:
         raise SystemExit(f"rerun: unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
-    out = Path(out or REPO / "runs" / preset)
+    out = Path(out or REPO / "runs" / (preset or "default"))
     out.mkdir(parents=True, exist_ok=True)
-    os.environ["PFDM_PRESET"] = preset  # notebooks resolve their preset through it
+    if preset is None:
+        os.environ.pop(ENV_VAR, None)  # the tour's per-notebook presets must not be overridden
+        # its models and results stay beside the tour, never over the committed runs/cpu/ results
+        os.environ.setdefault("PFDM_RUNS", str(out.resolve()))
+    else:
+        os.environ[ENV_VAR] = preset  # notebooks resolve their preset through it
     os.environ["PFDM_FIGURES"] = str((out / "figures").resolve())
-    start, report = time.time(), {"preset": preset, "notebooks": [], "results": {}}
+    start, report = time.time(), {"preset": preset or "tour", "notebooks": [], "results": {}}
     for nb in notebooks(prefixes):
+        params = {"preset": preset} if preset else tour_parameters(nb.name)
         t = time.perf_counter()
         try:
-            pm.execute_notebook(nb, out / nb.name, parameters={"preset": preset}, cwd=REPO / "notebooks",
+            pm.execute_notebook(nb, out / nb.name, parameters=params, cwd=REPO / "notebooks",
                                 kernel_name=kernel, progress_bar=False)
             status = "ok"
         except Exception as err:  # a failing notebook is reported; the others still run
             status = f"failed: {type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
-        report["notebooks"].append({"notebook": nb.name, "status": status, "seconds": round(time.perf_counter() - t, 1)})
+        report["notebooks"].append({"notebook": nb.name, "parameters": params, "status": status,
+                                    "seconds": round(time.perf_counter() - t, 1)})
         print(f"{nb.name}: {status} ({report['notebooks'][-1]['seconds']} s)", flush=True)
-    for path in sorted((runs_dir() / preset).glob("**/results*.json")):
+    report["total_seconds"] = round(time.time() - start, 1)
+    for path in sorted(runs_dir().glob("*/**/results*.json")):
         if path.stat().st_mtime >= start:
             report["results"][str(path.relative_to(runs_dir()))] = json.loads(path.read_text())["rows"]
     (out / "summary.json").write_text(json.dumps(report, indent=1))
@@ -61,15 +103,20 @@ def rerun(preset: str, prefixes: list[str] | None = None, out: Path | None = Non
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="cpu", help="smoke | cpu | paper")
+    p.add_argument("--preset", default=None, help="smoke | cpu | paper (default cpu, unless --tour)")
+    p.add_argument("--tour", action="store_true", help="`make run`: each notebook at its TOUR parameters")
     p.add_argument("-n", "--notebooks", nargs="*", default=None, help="name prefixes, e.g. 01 04 (default: all)")
     p.add_argument("--out", default=None, help="folder of the executed notebooks (default runs/<preset>)")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel name")
     args = p.parse_args(argv)
-    report = rerun(args.preset, args.notebooks, Path(args.out) if args.out else None, args.kernel)
+    if args.tour and args.preset:
+        p.error("--tour runs each notebook at its own preset; drop --preset")
+    preset = None if args.tour else (args.preset or "cpu")
+    out = Path(args.out) if args.out else REPO / "runs" / (preset or "default")
+    report = rerun(preset, args.notebooks, out, args.kernel)
     failed = [n["notebook"] for n in report["notebooks"] if n["status"] != "ok"]
-    print(f"summary: {len(report['notebooks']) - len(failed)} ok, {len(failed)} failed; "
-          f"{len(report['results'])} result files -> {(Path(args.out) if args.out else REPO / 'runs' / args.preset)}/summary.json")
+    print(f"summary: {len(report['notebooks']) - len(failed)} ok, {len(failed)} failed in "
+          f"{report['total_seconds'] / 60:.1f} min; {len(report['results'])} result files -> {out}/summary.json")
     return 1 if failed else 0
 
 

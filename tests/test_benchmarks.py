@@ -86,9 +86,24 @@ def test_bench_end_to_end(bench):
     _machine_ok(out)
     names = [r["notebook"] for r in out["rows"]]
     assert names == sorted(names) and any(n.startswith("01_") for n in names)
-    shares = [r["share_of_make_run"] for r in out["rows"] if r["share_of_make_run"] is not None]
-    assert abs(sum(shares) - 1) < 1e-9 and out["make_run_default_s"] > 0
+    shares = [r["share_of_cpu_total"] for r in out["rows"] if r["share_of_cpu_total"] is not None]
+    assert abs(sum(shares) - 1) < 1e-9 and out["cpu_total_s"] > 0
     assert out["calibration"]["median_s"] > 0
+    assert all(r["tour_parameters"]["preset"] in ("smoke", "cpu") for r in out["rows"])  # make run's tour
+
+
+def test_bench_end_to_end_reads_the_last_make_run(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    import bench_end_to_end
+
+    summary = tmp_path / "summary.json"
+    assert bench_end_to_end.last_make_run(summary) == []
+    summary.write_text(json.dumps({"preset": "cpu", "notebooks": [{"notebook": "01_a.ipynb", "seconds": 3, "status": "ok"}]}))
+    assert bench_end_to_end.last_make_run(summary) == []  # a `--preset cpu` rerun is not make run
+    summary.write_text(json.dumps({"preset": "tour", "notebooks": [{"notebook": "01_a.ipynb", "seconds": 3, "status": "ok"},
+                                                                   {"notebook": "02_b.ipynb", "seconds": 5, "status": "failed: x"}]}))
+    assert bench_end_to_end.last_make_run(summary) == [{"notebook": "01_a", "tour_s": 3, "ok": True},
+                                                       {"notebook": "02_b", "tour_s": 5, "ok": False}]
 
 
 def test_bench_pfdm_vs_baselines(bench):
@@ -107,5 +122,7 @@ def test_bench_threads(bench):
     out = bench("bench_threads")
     _machine_ok(out)
     rows = {r["setting"]: r for r in out["rows"]}
-    assert rows["default (N threads, spinning)"]["speedup_vs_default"] == 1.0
-    assert all(r["speedup_vs_default"] > 0 for r in out["rows"]) and len(rows) == 3
+    assert rows["OpenMP default (N threads, idle ones spin)"]["speedup_vs_default"] == 1.0
+    assert all(r["speedup_vs_default"] > 0 for r in out["rows"]) and len(rows) == 4
+    picked = next(r for r in out["rows"] if r["setting"].startswith("pfdm_core picks: "))
+    assert rows[picked["setting"].removeprefix("pfdm_core picks: ")]["median_s_per_step"] == picked["median_s_per_step"]

@@ -215,6 +215,36 @@ def test_rerun_smoke_collects_a_summary(tmp_path):
     assert list((out / "figures").glob("01_*.png"))  # figures beside the run, not in figures/
 
 
+def test_the_tour_covers_every_notebook_at_a_cheap_preset():
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import rerun
+
+    names = [p.name for p in sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
+    params = [rerun.tour_parameters(n) for n in names]  # a notebook without an entry raises
+    assert all(p["preset"] in ("smoke", "cpu") for p in params)
+    assert rerun.tour_parameters("04_pfdm_digits.ipynb")["seeds"] == [0]
+    with pytest.raises(SystemExit, match="no entry in the tour"):
+        rerun.tour_parameters("99_new.ipynb")
+
+
+def test_the_tour_keeps_its_runs_beside_it(tmp_path):
+    """`--tour` passes each notebook its TOUR parameters; figures and summary go beside the executed copies."""
+    out = tmp_path / "tour"
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("PFDM_RUNS", "PFDM_PRESET")}
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "rerun.py"), "--tour", "-n", "01", "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["preset"] == "tour" and summary["total_seconds"] > 0
+    assert summary["notebooks"][0]["parameters"] == {"preset": "cpu"} and summary["notebooks"][0]["status"] == "ok"
+    nb = json.loads((out / "01_gaussian_mixture_toy.ipynb").read_text())
+    assert nb["metadata"]["papermill"]["parameters"] == {"preset": "cpu"}
+    assert list((out / "figures").glob("01_*.png"))
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "rerun.py"), "--tour", "--preset", "cpu"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode != 0 and "drop --preset" in proc.stderr
+
+
 def test_rerun_unknown_notebook_or_preset(tmp_path):
     for argv, msg in [(["--preset", "huge"], "unknown preset 'huge'"), (["-n", "99"], "no notebook matches")]:
         proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "rerun.py"), "--out", str(tmp_path), *argv],
