@@ -13,8 +13,10 @@ training on 2 cores, committed as the executed notebooks and under runs/cpu/) co
 
 Each executed notebook goes to <out>/<name>.ipynb and its figures to <out>/figures/ (the committed
 figures/ are left alone). The experiments write their result files (results*.json) under
-runs/<preset>/<data>/ (or $PFDM_RUNS/<preset>/<data>/); every one written during this rerun is
-gathered into <out>/summary.json together with each notebook's status and wall time.
+runs/<preset>/<data>/ (or $PFDM_RUNS/<preset>/<data>/; with --tour $PFDM_RUNS defaults to <out>, so
+the tour's models and results never replace the committed runs/cpu/ ones); every one written during
+this rerun is gathered into <out>/summary.json together with each notebook's parameters, status and
+wall time, and the total.
 """
 from __future__ import annotations
 
