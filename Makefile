@@ -1,6 +1,7 @@
 # pfdm: two commands set everything up (see README.md).
 #   make run   - create .venv, install, execute every notebook with papermill: the tour, < 20 min on 2 cores
-#                (01-04 at cpu, 04 with one seed; 05-10 at smoke; scripts/rerun.py TOUR) -> runs/default/
+#                (01-04 at cpu, 02 with fewer metric samples, 04 PFDM vs local on one seed; 05-10 at smoke;
+#                scripts/rerun.py TOUR) -> runs/default/; a second call reuses the models trained there
 #   make test  - create .venv if needed, unit tests + every notebook under nbval (smoke preset)
 #   make rerun PRESET=cpu - every notebook at one preset into runs/<preset>/ with a summary.json
 #   make frontier - privacy-utility frontier on digits (papermill grid of notebook 04)
