@@ -25,9 +25,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (pfdm)" >/dev/null
 	touch $(STAMP)
 
-# models, results and figures of the tour stay under $(RUN_DIR) (the committed figures/ and runs/cpu/ are untouched)
+# models, results and figures of the tour stay under $(RUN_DIR) unless PFDM_RUNS says otherwise
+# (the committed figures/ and runs/cpu/ are untouched)
 run: $(STAMP)
-	PFDM_RUNS=$(CURDIR)/$(RUN_DIR) $(PY) scripts/rerun.py --tour --out $(RUN_DIR)
+	$(PY) scripts/rerun.py --tour --out $(RUN_DIR)
 
 rerun: $(STAMP)
 	$(PY) scripts/rerun.py --preset $(PRESET)

@@ -5,7 +5,7 @@
   Each notebook's share of the sum is reported; the slowest cell of each says what dominates. These
   times were measured by whoever executed the notebook, on shared cores, some from cached checkpoints
   (see the README's notebook table).
-* `make run`: the tour of scripts/rerun.py (01-04 at `cpu`, 04 with one seed; 05-10 at `smoke`).
+* `make run`: the tour (`TOUR` in scripts/rerun.py: 01-04 at `cpu`, some with lighter parameters; 05-10 at `smoke`).
   With --live it is executed here, notebook by notebook in a temporary folder exactly as `make run`
   does (about 15 minutes on 2 idle cores: more than `make bench`'s 10, hence opt-in), each time also
   as a ratio to a calibration workload measured in the same run (5 training steps of the MNIST `cpu`

@@ -227,6 +227,31 @@ def test_the_tour_covers_every_notebook_at_a_cheap_preset():
         rerun.tour_parameters("99_new.ipynb")
 
 
+def test_the_tour_never_writes_into_the_committed_runs(tmp_path, monkeypatch):
+    """Without PFDM_RUNS, the tour's models and results go under its --out folder, and PFDM_PRESET is cleared."""
+    import os
+    from pathlib import Path
+
+    import papermill
+
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import rerun
+
+    for var in ("PFDM_RUNS", "PFDM_PRESET", "PFDM_FIGURES"):  # recorded, so that the test restores them
+        monkeypatch.setenv(var, "x")
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("PFDM_PRESET", "smoke")  # would override every notebook's preset if left set
+    seen = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda nb, out, parameters, **kw: seen.append(
+        (Path(nb).name, parameters, os.environ.get("PFDM_RUNS"), os.environ.get("PFDM_PRESET"))))
+    out = tmp_path / "tour"
+    report = rerun.rerun(None, ["01", "04"], out)
+    assert [s[0] for s in seen] == ["01_gaussian_mixture_toy.ipynb", "04_pfdm_digits.ipynb"]
+    assert [s[1] for s in seen] == [rerun.TOUR["01"], rerun.TOUR["04"]]
+    assert {s[2] for s in seen} == {str(out.resolve())} and {s[3] for s in seen} == {None}
+    assert report["preset"] == "tour" and [n["status"] for n in report["notebooks"]] == ["ok", "ok"]
+
+
 def test_the_tour_keeps_its_runs_beside_it(tmp_path):
     """`--tour` passes each notebook its TOUR parameters; figures and summary go beside the executed copies."""
     out = tmp_path / "tour"
