@@ -45,7 +45,7 @@ TOUR: dict[str, dict] = {
     "01": {"preset": "cpu"},
     "02": {"preset": "cpu", "n_per_class": 20},  # DDPM-vs-DDIM metrics on 200 samples (cpu: 600)
     "03": {"preset": "cpu"},  # reuses notebook 02's model
-    # PFDM vs local-only, one seed, no t0 sweep; all four methods x 3 seeds + sweep: `--preset cpu` (~13 min)
+    # PFDM vs local-only, one seed, no t0 sweep; all four methods x 3 seeds + sweep: `--preset cpu` (13-17 min)
     "04": {"preset": "cpu", "seeds": [0], "sweep_t0s": [], "methods": ["pfdm", "local"]},
     "05": {"preset": "smoke"},  # cpu: ~1-2 h (MNIST and Colorized MNIST UNets)
     "06": {"preset": "smoke"},  # cpu with CIFAR-10: ~1 h (estimate)

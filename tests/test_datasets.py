@@ -252,7 +252,7 @@ def test_the_tour_never_writes_into_the_committed_runs(tmp_path, monkeypatch):
     assert report["preset"] == "tour" and [n["status"] for n in report["notebooks"]] == ["ok", "ok"]
 
 
-def test_the_tour_keeps_its_runs_beside_it(tmp_path):
+def test_the_tour_cli_runs_a_notebook_at_its_parameters(tmp_path):
     """`--tour` passes each notebook its TOUR parameters; figures and summary go beside the executed copies."""
     out = tmp_path / "tour"
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("PFDM_RUNS", "PFDM_PRESET")}
