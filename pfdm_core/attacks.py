@@ -33,6 +33,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.neighbors import NearestNeighbors
 from torch import nn
 
+from .diffusion import sub_chain_eps_scale
 from .explore import l2_distance, posterior_mean_x0, reconstruct, reid_rate, ssim
 from .metrics import accuracy
 from .privacy import check_delta, check_images, epsilon, privatize
@@ -102,8 +103,7 @@ class EpsFn:
             if m.any():
                 eps = s.model(x_t[m], t[m], None if y is None else y[m])
                 if s.origin > 0:
-                    a_t = self.sched.alpha_bar[t[m].cpu()]  # (b,) float64
-                    scale = ((1 - a_t) / (1 - a_t / self.sched.alpha_bar[s.origin])).sqrt()
+                    scale = sub_chain_eps_scale(self.sched, t[m], s.origin)  # (b,) float64
                     eps = eps * scale.to(eps).view(-1, *[1] * (eps.dim() - 1))  # (b, 1, ..., 1)
                 out[m] = eps
         return out

@@ -11,6 +11,26 @@ noise eps' of x_t = sqrt(abar_t/abar_t0) x_tilde + sqrt(1 - abar_t/abar_t0) eps'
     DDIM   : x_{t'} = sqrt(ā_t'/ā_s) x̂_s + sqrt(1 - ā_t'/ā_s - σ²) ε̂ + σ z   (Song et al. 2021, eq. 12)
 with x̂_s = (x_t - sqrt(1 - ā_t/ā_s) ε̂) / sqrt(ā_t/ā_s). Classifier-free guidance with weight w:
 ε̂ = (1 + w) ε_θ(x_t, t, y) - w ε_θ(x_t, t, ∅).
+
+Sampling through a sub-chain model: `FullChainEps`. Training on the sub-chain is exact, but
+*sampling* on it is not: a coarse DDIM step on the sub-chain treats x_s as data, i.e. as a
+point it can jump to, and replaces the Gaussian noise that x_s itself carries (variance
+1 - ā_s, ~1 at PFDM's t0) by its posterior mean. With the Bayes-optimal denoiser of
+Gaussian data, 8 sub-chain steps from T to t0 = 693 hand over an x_t0 with half its variance.
+The cure is to sample the full chain (origin 0) with the sub-chain model's prediction
+converted. With x_t = sqrt(ā_t) x_0 + sqrt(1 - ā_t) ε and r = ā_t/ā_s,
+
+    sqrt(1 - ā_t) ε = sqrt(r (1 - ā_s)) ε_s + sqrt(1 - r) ε'     (x_s = sqrt(ā_s) x_0 + sqrt(1 - ā_s) ε_s)
+
+and ε_s, ε' are independent standard normals independent of x_0. Given x_t (and x_0) the
+total noise n = sqrt(1 - ā_t) ε is fixed and E[ε' | n] = sqrt(1 - r) n / (1 - ā_t); averaging
+over x_0 | x_t gives E[ε' | x_t] = sqrt((1 - r) / (1 - ā_t)) E[ε | x_t], so
+
+    ε̂(x_t, t) = sqrt((1 - ā_t) / (1 - ā_t/ā_s)) ε̂'(x_t, t)          (t > s)
+
+and DDIM / DDPM run with origin 0 from T down to s: the step that lands on s keeps the
+noise of x_s instead of collapsing it (tests/test_diffusion.py checks it with Gaussian
+oracles at the step counts `federated.pfdm_sample` uses).
 """
 from __future__ import annotations
 
@@ -73,6 +93,34 @@ def guided_eps(model: Denoiser, x: torch.Tensor, t: torch.Tensor, y: torch.Tenso
     null = torch.full_like(y, _num_classes(model))
     eps_c, eps_u = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
     return (1 + w) * eps_c - w * eps_u
+
+
+def sub_chain_eps_scale(sched: Schedule, t: torch.Tensor, origin: int) -> torch.Tensor:
+    """sqrt((1 - ā_t) / (1 - ā_t/ā_s)) for s = origin < t (float64, t's shape): the factor that
+    turns a sub-chain model's ε̂' into the full chain's ε̂ (module docstring)."""
+    a_t = sched.alpha_bar[torch.as_tensor(t).long().cpu()]
+    if (torch.as_tensor(t) <= origin).any():
+        raise ValueError(f"a model on the sub-chain from origin {origin} owns steps > {origin} only")
+    return ((1 - a_t) / (1 - a_t / sched.alpha_bar[origin])).sqrt()
+
+
+class FullChainEps(nn.Module):
+    """A denoiser trained on the sub-chain from `origin` s (PFDM's shared model: s = t0, data x_t0)
+    answering as a full-chain eps-predictor: ε̂ = sqrt((1 - ā_t)/(1 - ā_t/ā_s)) ε̂'. Sample it with
+    origin 0 and t_lo >= s (a sampler evaluates the model only at steps t > t_lo)."""
+
+    def __init__(self, model: Denoiser, sched: Schedule, origin: int) -> None:
+        super().__init__()
+        self.model, self.sched = model, sched
+        self.origin = sched.check_step(origin, "origin", 1, sched.T - 1)
+
+    @property
+    def embed(self):  # what guided_eps reads (the null label)
+        return self.model.embed
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        scale = sub_chain_eps_scale(self.sched, t, self.origin).to(x)  # (B,)
+        return self.model(x, t, y) * scale.view(-1, *[1] * (x.dim() - 1))
 
 
 def _ratio(sched: Schedule, t: int, origin: int) -> float:
@@ -217,7 +265,7 @@ def generate(
     images of 32x32, 83 of 28x28, no slicing at 8x8), which changes the speed, not the samples.
     """
     g = torch.Generator().manual_seed(seed)
-    dev = next(model.parameters()).device
+    dev = next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
     if eval_batch_size is None:
         eval_batch_size = max(16, 2**16 // max(1, math.prod(shape[2:])))
     if dev.type == "cpu" and eval_batch_size < batch_size:

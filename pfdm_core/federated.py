@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import trange
 
 from .data import Dataset
-from .diffusion import generate
+from .diffusion import FullChainEps, generate
 from .privacy import clip, epsilon, privatize
 from .schedule import Schedule
 from .server import ModelFactory, Upload, server_train_shared
@@ -117,18 +117,30 @@ def split_steps(t0: int, T: int, num_steps: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
+def pfdm_handover(shared: nn.Module, sched: Schedule, t0: int, y: torch.Tensor, shape: tuple[int, ...],
+                  sampler: str = "ddim", num_steps: int = 8, seed: int = 0, batch_size: int = 1000,
+                  clip_x0: bool = True) -> torch.Tensor:
+    """x_T ~ N(0, I) -> x_t0 with the shared model w (trained on the sub-chain from t0) driving the
+    *full* chain: ε̂ = sqrt((1 - ā_t)/(1 - ā_t/ā_t0)) ε̂'_w (`diffusion.FullChainEps`), so the x_t0
+    handed over keeps its noise (sampling on the sub-chain would replace it by a posterior mean)."""
+    t0 = sched.check_step(t0, "t0", 1, sched.T - 1)
+    return generate(FullChainEps(shared, sched, t0), sched, y, shape, sampler, num_steps, seed=seed,
+                    batch_size=batch_size, t_lo=t0, clip_x0=clip_x0)
+
+
+@torch.no_grad()
 def pfdm_sample(shared: nn.Module, personal: nn.Module, sched: Schedule, t0: int, y: torch.Tensor,
                 shape: tuple[int, ...], sampler: str = "ddim", num_steps: int = 25, seed: int = 0,
-                batch_size: int = 1000, guidance: float = 0.0) -> torch.Tensor:
-    """Client m's samples: x_T ~ N(0, I) -> shared w denoises T..t0+1 -> personal theta_m t0..1
-    (with classifier-free guidance weight `guidance` when theta_m was trained with label dropout)."""
+                batch_size: int = 1000, guidance: float = 0.0, clip_x0: bool = True) -> torch.Tensor:
+    """Client m's samples: x_T ~ N(0, I) -> shared w denoises T..t0+1 (`pfdm_handover`) -> personal
+    theta_m t0..1 (with classifier-free guidance weight `guidance` when theta_m was trained with label
+    dropout). DDIM's `num_steps` are split between the segments in proportion to their lengths."""
     t0 = sched.check_step(t0, "t0", 1, sched.T - 1)
     n_shared, n_personal = split_steps(t0, sched.T, num_steps)
-    x_t0 = generate(shared, sched, y, shape, sampler, n_shared, seed=seed, batch_size=batch_size,
-                    t_lo=t0, origin=t0)
+    x_t0 = pfdm_handover(shared, sched, t0, y, shape, sampler, n_shared, seed, batch_size, clip_x0)
     return generate(personal, sched, y, shape, sampler, n_personal, seed=seed + 1, batch_size=batch_size,
-                    x_start=x_t0, t_hi=t0, guidance=guidance)
+                    x_start=x_t0, t_hi=t0, guidance=guidance, clip_x0=clip_x0)
 
 __all__ = ["Upload", "client_upload", "server_train_shared", "client_train_personal", "train_full",
            "fedavg_client_config",
-           "train_fedavg", "union", "pfdm_sample", "split_steps"]
+           "train_fedavg", "union", "pfdm_handover", "pfdm_sample", "split_steps"]

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from .data import Dataset, cluster_classes, cluster_partition, default_mixture, gaussian_mixture
-from .diffusion import ddim_sample
+from .diffusion import FullChainEps, ddim_sample
 from .privacy import clip, epsilon, privatize
 from .schedule import Schedule
 
@@ -278,9 +278,9 @@ def sample_chain(shared: nn.Module | None, personal: nn.Module, y: torch.Tensor,
     stops = sorted({cfg.T, 0, *snapshots} | ({t0} if shared is not None else set()), reverse=True)
     x, out = x_T, {cfg.T: x_T}
     for hi, lo in pairwise(stops):
-        model, origin = (shared, t0) if shared is not None and lo >= t0 else (personal, 0)
-        x = ddim_sample(model, sched, x, y, t_hi=hi, t_lo=lo, num_steps=hi - lo, origin=origin,
-                        clip_x0=False)
+        # the shared fit answers on the full chain (diffusion.FullChainEps), as in federated.pfdm_sample
+        model = FullChainEps(shared, sched, t0) if shared is not None and lo >= t0 else personal
+        x = ddim_sample(model, sched, x, y, t_hi=hi, t_lo=lo, num_steps=hi - lo, clip_x0=False)
         out[lo] = x
     return x_T, out
 

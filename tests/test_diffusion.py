@@ -49,20 +49,6 @@ def test_samplers_recover_gaussian_law(sampler, kw):
     assert out.var().item() == pytest.approx(0.04, rel=0.08)
 
 
-def test_sub_range_chaining_matches_full_chain_law():
-    """Shared oracle on T..t0 (origin t0, data x_t0) then personal on t0..0 = full-chain law."""
-    t0, m, v = 300, -0.3, 0.09
-    a0 = S.alpha_bar[t0].item()
-    shared = GaussianOracle(a0**0.5 * m, a0 * v + 1 - a0, origin=t0)  # law of x_t0
-    x = torch.randn(20_000, 1, generator=torch.Generator().manual_seed(2))
-    x_t0 = ddim_sample(shared, S, x, t_lo=t0, origin=t0, num_steps=200)
-    assert x_t0.mean().item() == pytest.approx(a0**0.5 * m, abs=0.015)
-    assert x_t0.var().item() == pytest.approx(a0 * v + 1 - a0, rel=0.08)
-    x0 = ddim_sample(GaussianOracle(m, v), S, x_t0, t_hi=t0, num_steps=200, clip_x0=False)
-    assert x0.mean().item() == pytest.approx(m, abs=0.015)
-    assert x0.var().item() == pytest.approx(v, rel=0.08)
-
-
 def test_loss_range_and_per_sample():
     m = _tiny()
     g = torch.Generator().manual_seed(0)
