@@ -33,6 +33,15 @@ import torch.nn.functional as F
 from .data import Dataset, data_root, load_digits, train_test_split
 
 NAMES = ("digits", "mnist", "cmnist", "cifar10", "celeba")
+# Images per class in the training pool `load_split` returns (classes 0..9): MNIST's train-labels file
+# (read off torchvision's copy), CIFAR-10's 5000 per class. Lets a preset's split be checked without the
+# images (tests/test_datasets.py). digits: computed from the bundled data; CelebA: depends on the
+# attributes and is read from list_attr_celeba.txt, so it is not listed.
+TRAIN_CLASS_COUNTS = {
+    "mnist": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+    "cifar10": (5000,) * 10,
+}
+TRAIN_CLASS_COUNTS["cmnist"] = TRAIN_CLASS_COUNTS["mnist"]
 HUE_BANDS = {0: (0.95, 1.08), 1: (0.50, 0.63)}  # cluster -> hue interval (mod 1)
 _FETCH = {"MNIST": "MNIST/raw", "CIFAR10": "cifar-10-batches-py"}
 

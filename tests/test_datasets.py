@@ -11,7 +11,7 @@ from PIL import Image
 
 from pfdm_core import data as data_mod
 from pfdm_core import datasets, experiment
-from pfdm_core.data import REPO_ROOT, Dataset
+from pfdm_core.data import REPO_ROOT, Dataset, cluster_partition
 from pfdm_core.diffusion import diffusion_loss
 from pfdm_core.nets import UNet, count_parameters
 from pfdm_core.schedule import Schedule
@@ -166,7 +166,7 @@ def test_celeba_missing_names_the_layout(no_roots):
 @pytest.mark.parametrize("data, channels", [("cifar10", 3), ("mnist", 1)])
 def test_paper_preset_two_tiny_training_steps(data, channels):
     cfg = experiment.preset_config("paper", data)
-    assert (cfg.majority_per_class, cfg.minority_per_class) == (5000, 50)
+    assert (cfg.majority_per_class, cfg.minority_per_class) == ((4950 if data == "cifar10" else 5000), 50)
     assert (cfg.net.in_channels, cfg.net.image_size, cfg.T) == (channels, 32, 1000)
     torch.manual_seed(0)
     model = UNet(cfg.net)
@@ -180,6 +180,33 @@ def test_paper_preset_two_tiny_training_steps(data, channels):
         loss.backward()
         opt.step()
     assert torch.isfinite(loss) and not torch.equal(before, model.stem.weight)
+
+
+def _train_labels(data: str, seed: int) -> np.ndarray:
+    """Labels of the training pool with the dataset's real per-class counts (no image is loaded)."""
+    if data == "digits":  # bundled: the real split of the seed
+        return datasets.load_split("digits", seed)[0].y.numpy()
+    return np.repeat(np.arange(10), datasets.TRAIN_CLASS_COUNTS[data])
+
+
+@pytest.mark.parametrize("data, preset", [(d, p) for d in experiment.PRESETS for p in experiment.PRESETS[d]])
+def test_every_preset_builds_its_split(data, preset):
+    """The index split of every (dataset, preset), the paper's scale included, from the per-class counts."""
+    if data == "celeba":
+        pytest.skip("CelebA's per-class counts depend on the attributes and need list_attr_celeba.txt (not here)")
+    cfg = experiment.preset_config(preset, data)
+    for seed in (0, 1, 2):
+        labels = _train_labels(data, seed)
+        parts = cluster_partition(labels, cfg.num_clients, cfg.majority_per_class, cfg.minority_per_class, seed)
+        assert len(parts) == cfg.num_clients and not set(parts[0]) & set(parts[-1])
+        counts = np.bincount(labels[parts[0]], minlength=10)
+        assert sorted(set(counts.tolist())) == sorted({cfg.majority_per_class, cfg.minority_per_class})
+
+
+def test_four_clients_at_the_paper_scale_do_not_fit():
+    """The control: the split as first landed (4 clients x 5000) asks for 10,100 images of a class."""
+    with pytest.raises(ValueError, match="too few images"):
+        cluster_partition(_train_labels("mnist", 0), 4, 5000, 50, 0)
 
 
 def test_every_dataset_has_three_presets_and_matching_nets():
