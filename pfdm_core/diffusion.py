@@ -45,11 +45,14 @@ from .schedule import Schedule, q_sample_from
 Denoiser = nn.Module  # any callable eps_theta(x_t, t, y) -> eps_hat
 
 
-def check_range(sched: Schedule, t_lo: int, t_hi: int, origin: int = 0) -> tuple[int, int, int]:
-    """Validate origin <= t_lo < t_hi <= T and return them as ints."""
+def check_range(sched: Schedule, t_lo: int, t_hi: int, origin: int = 0, min_steps: int = 1) -> tuple[int, int, int]:
+    """Validate origin <= t_lo, t_lo + min_steps <= t_hi <= T and return them as ints.
+
+    min_steps = 1 for a sampler (it moves from t_hi down to t_lo); 0 for training, whose range
+    t_lo..t_hi is inclusive: PFDM's shared model at t0 = T - 1 owns the single step T."""
     origin = sched.check_step(origin, "origin", 0, sched.T - 1)
-    t_lo = sched.check_step(t_lo, "t_lo", origin, sched.T - 1)
-    t_hi = sched.check_step(t_hi, "t_hi", t_lo + 1, sched.T)
+    t_lo = sched.check_step(t_lo, "t_lo", origin, sched.T - min_steps)
+    t_hi = sched.check_step(t_hi, "t_hi", t_lo + min_steps, sched.T)
     return t_lo, t_hi, origin
 
 
@@ -70,9 +73,9 @@ def diffusion_loss(
     p_uncond: probability of replacing a label by the null label (classifier-free guidance).
     reduction="none" returns the per-sample loss (B,), used by membership-inference attacks.
     """
-    t_lo, t_hi, origin = check_range(sched, max(t_lo, origin), t_hi, origin)
+    t_lo, t_hi, origin = check_range(sched, max(t_lo, origin + 1), t_hi, origin, min_steps=0)
     B, dev = x_s.shape[0], x_s.device
-    t = torch.randint(max(t_lo, origin + 1), t_hi + 1, (B,), generator=generator, device=dev)
+    t = torch.randint(t_lo, t_hi + 1, (B,), generator=generator, device=dev)
     noise = torch.randn(x_s.shape, generator=generator, device=dev, dtype=x_s.dtype)
     x_t = q_sample_from(sched, x_s, origin, t, noise)
     if y is not None and p_uncond > 0:

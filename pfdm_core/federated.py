@@ -31,10 +31,14 @@ from .server import ModelFactory, Upload, server_train_shared
 from .train import TrainConfig, atomic_save, train
 
 
-def client_upload(data: Dataset, t0: int, sched: Schedule, clip_norm: float, seed: int = 0,
+def client_upload(data: Dataset, t0: int, sched: Schedule, clip_norm: float, seed: int | None = None,
                   delta: float = 1e-5, accountant: str = "thm51") -> Upload:
-    """Client side: clip each image to norm clip_norm and diffuse it to step t0, once."""
-    g = torch.Generator().manual_seed(seed)
+    """Client side: clip each image to norm clip_norm and diffuse it to step t0, once.
+
+    seed None: secret noise (`privacy.secret_normal`), what a real client must use. An integer seed
+    makes the upload reproducible and is INSECURE: whoever knows the seed inverts the upload. It is for
+    in-process simulations, where one process plays every party (notebooks, experiment.run)."""
+    g = None if seed is None else torch.Generator().manual_seed(seed)
     x_tilde = privatize(data.x, t0, sched, clip_norm, generator=g)
     eps = epsilon(t0, sched, clip_norm=clip_norm, delta=delta, accountant=accountant)
     return Upload(x_tilde, data.y.clone(), t0, eps)

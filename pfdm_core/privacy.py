@@ -19,6 +19,7 @@ Labels are uploaded in the clear: the guarantee covers pixels, not labels.
 from __future__ import annotations
 
 import math
+import secrets
 
 import numpy as np
 import torch
@@ -80,6 +81,19 @@ def sigma_of(sched: Schedule, t0: int) -> float:
     return math.sqrt((1 - a) / a)
 
 
+def secret_normal(shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """N(0, I) noise nobody can regenerate: a generator seeded with 64 bits of the operating system's
+    entropy (`secrets`), never with a seed a server could know or search, and (z1 + z2 + z3 + z4) / 2
+    of four draws, as Opacus' secure mode does, so that the low-order bits of one floating-point Gaussian
+    draw, which floating-point attacks on DP noise read (Mironov 2012; Holohan & Braghin 2021), are
+    blurred. The generator itself is a PRNG (torch's Mersenne Twister), not a CSPRNG: its output is
+    never released without the image added, so its state cannot be read back from an upload."""
+    g = torch.Generator(device).manual_seed(secrets.randbits(64))
+    z = sum(torch.randn(shape, generator=g, device=device, dtype=torch.float64) for _ in range(4)) / 2
+    return z.to(dtype)
+
+
 def privatize(
     x: torch.Tensor,
     t0: int,
@@ -87,13 +101,20 @@ def privatize(
     clip_norm: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """The upload x_tilde = sqrt(abar_t0) clip(x) + sqrt(1 - abar_t0) z (clip skipped if None)."""
+    """The upload x_tilde = sqrt(abar_t0) clip(x) + sqrt(1 - abar_t0) z (clip skipped if None).
+
+    generator None (the default, and what every release that leaves a client must use): z is
+    `secret_normal`. A seeded `generator` makes z reproducible, for in-process simulations and the
+    notebooks only: anyone who knows or can guess the seed subtracts z and recovers clip(x)."""
     t0 = sched.check_step(t0, "t0", 1, sched.T - 1)
     x = check_images(x)
     if clip_norm is not None:
         x = clip(x, clip_norm)
     a = float(sched.alpha_bar[t0])
-    z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if generator is None:
+        z = secret_normal(tuple(x.shape), x.dtype, x.device)
+    else:
+        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return math.sqrt(a) * x + math.sqrt(1 - a) * z
 
 

@@ -55,14 +55,64 @@ def test_client_t0_never_adds_less_noise_than_proposed():
 
 
 # ----------------------------------------------------------------------------- PFDM steps
-def test_upload_is_notebook04s_and_is_made_once(tmp_path):
+def test_upload_is_made_once_and_its_ledger_ignores_the_servers_seed(tmp_path):
     cfg = task.AppConfig(num_clients=2).experiment()
     up, repeated = task.upload_once(cfg, 0, 1, 693, tmp_path)
-    ref = client_upload(task.load_partition(cfg, 0, 1), 693, Schedule(cfg.T), cfg.clip_norm, seed=0 * 100 + 1)
-    assert not repeated and torch.equal(up.x_tilde, ref.x_tilde) and torch.equal(up.y, ref.y)
+    assert not repeated
     again, repeated = task.upload_once(cfg, 0, 1, 800, tmp_path)  # a reconnecting client, even asked another t0
     assert repeated and again.t0 == 693 and torch.equal(again.x_tilde, up.x_tilde)  # same release: eps spent once
-    assert json.loads((tmp_path / "upload_digits_seed0_n2_p1.json").read_text())["eps_spent"] == pytest.approx(up.eps)
+    fp = task.data_fingerprint(task.load_partition(cfg, 0, 1))[:32]
+    ledger = json.loads((tmp_path / f"upload_{fp}.json").read_text())
+    assert ledger["eps_spent"] == pytest.approx(up.eps) and ledger["secret_noise"]
+
+
+def test_insecure_noise_seed_reproduces_notebook04s_upload(tmp_path):
+    cfg = task.AppConfig(num_clients=2).experiment()
+    up, _ = task.upload_once(cfg, 0, 1, 693, tmp_path, noise_seed=0 * 100 + 1)
+    ref = client_upload(task.load_partition(cfg, 0, 1), 693, Schedule(cfg.T), cfg.clip_norm, seed=0 * 100 + 1)
+    assert torch.equal(up.x_tilde, ref.x_tilde) and torch.equal(up.y, ref.y)
+
+
+def _invert(x_tilde: torch.Tensor, t0: int, T: int, seeds) -> torch.Tensor | None:
+    """The server's attack: for each candidate seed, regenerate z and subtract it; a hit is an x whose
+    pixels all lie in [-1, 1] (digits are in [-1, 1]; with the wrong z about half of them fall outside)."""
+    a = float(Schedule(T).alpha_bar[t0])
+    for s in seeds:
+        z = torch.randn(x_tilde.shape, generator=torch.Generator().manual_seed(int(s)), dtype=x_tilde.dtype)
+        x = (x_tilde - (1 - a) ** 0.5 * z) / a**0.5
+        if x.abs().max() <= 1 + 1e-3:
+            return x
+    return None
+
+
+def test_server_cannot_regenerate_the_upload_noise(tmp_path):
+    """Plays the server with everything it holds: the run's seed, the partition ids, the uploads. It tries
+    the landed seeding scheme (seed * 100 + partition id) and every seed below 5000. The same attack on a
+    deliberately seeded upload recovers the raw images (so this test can fail)."""
+    cfg = task.AppConfig(num_clients=2).experiment()
+    run_seed, t0 = 0, 693
+    candidates = [run_seed * 100 + p for p in range(cfg.num_clients)] + list(range(5000))
+    for pid in range(cfg.num_clients):
+        raw = clip(task.load_partition(cfg, run_seed, pid).x, cfg.clip_norm)
+        seeded, _ = task.upload_once(cfg, run_seed, pid, t0, tmp_path / "seeded", noise_seed=run_seed * 100 + pid)
+        hit = _invert(seeded.x_tilde, t0, cfg.T, candidates)
+        assert hit is not None and (hit - raw).abs().max() < 1e-3  # the control: seeded noise is invertible
+        secret, _ = task.upload_once(cfg, run_seed, pid, t0, tmp_path / "secret")
+        assert _invert(secret.x_tilde, t0, cfg.T, candidates) is None
+        # and the secret release is still the mechanism: x_tilde - sqrt(abar) x ~ N(0, (1 - abar) I)
+        a = float(Schedule(cfg.T).alpha_bar[t0])
+        z = (secret.x_tilde - a**0.5 * raw) / (1 - a) ** 0.5
+        assert abs(float(z.mean())) < 0.05 and abs(float(z.std()) - 1) < 0.05
+
+
+def test_secret_normal_is_standard_normal_and_never_repeats():
+    from pfdm_core.privacy import secret_normal
+
+    a, b = secret_normal((200_000,)), secret_normal((200_000,))
+    assert not torch.equal(a, b) and a.dtype == torch.float32
+    for z in (a, b):
+        assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1) < 0.01
+        assert abs(float(((z - z.mean()) ** 4).mean()) / float(z.var()) ** 2 - 3) < 0.1  # Gaussian kurtosis
 
 
 def test_harmonize_brings_uploads_to_the_largest_t0():

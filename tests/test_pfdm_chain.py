@@ -118,3 +118,19 @@ def test_sub_chain_eps_scale_is_tweedie_ratio():
         assert torch.allclose(FullChainEps(shared, S, t0)(x, tt, y), full(x, tt, y), atol=1e-10)
     with pytest.raises(ValueError, match="owns steps > 476"):
         sub_chain_eps_scale(S, torch.tensor([476]), 476)
+
+
+def test_every_documented_t0_trains_and_samples():
+    """t0 = T - 1 (eps ~ 0.6 per image at C = 10): the shared model owns the single step T."""
+    from pfdm_core.federated import client_upload, server_train_shared
+    from pfdm_core.data import Dataset
+    from pfdm_core.nets import UNet, UNetConfig
+    from pfdm_core.train import TrainConfig
+
+    data = Dataset(torch.rand(8, 1, 8, 8) * 2 - 1, torch.arange(8) % 4)
+    make = lambda: UNet(UNetConfig(base_channels=8))  # noqa: E731
+    for t0 in (1, S.T - 1):
+        up = client_upload(data, t0, S, clip_norm=10.0, seed=0)
+        shared = server_train_shared([up], make, S, TrainConfig(steps=2, batch_size=4), progress=False)
+        x = pfdm_sample(shared, make(), S, t0, data.y, tuple(data.x.shape), num_steps=4, seed=0)
+        assert x.shape == data.x.shape and torch.isfinite(x).all()

@@ -7,6 +7,8 @@
 
 Node config (flower-supernode --node-config): partition-id (required), and optionally t0 or eps
 (this client's own privacy level) and state-dir (the upload ledger; default $PFDM_RUNS/flower_clients).
+The upload's noise is secret (drawn from the OS's entropy); `insecure-noise-seed=<int>` makes it
+reproducible for simulations that compare with an in-process run (notebook 09), and voids the guarantee.
 """
 from __future__ import annotations
 
@@ -42,7 +44,9 @@ def upload(msg: Message, context: Context) -> Message:
     conf, cfg, pid = _setup(msg, context)
     t0 = task.client_t0(int(msg.content["config"]["t0"]), context.node_config, cfg)
     state_dir = context.node_config.get("state-dir") or runs_dir() / "flower_clients" / f"p{pid}"
-    up, repeated = task.upload_once(cfg, conf.seed, pid, t0, state_dir)
+    noise_seed = context.node_config.get("insecure-noise-seed")  # the client's own choice, simulations only
+    up, repeated = task.upload_once(cfg, conf.seed, pid, t0, state_dir,
+                                    None if noise_seed is None else int(noise_seed))
     arrays = ArrayRecord({"x_tilde": up.x_tilde, "y": up.y})  # privatized images and labels only
     metrics = MetricRecord({"t0": up.t0, "eps": up.eps, "eps-spent-now": 0.0 if repeated else up.eps,
                             "repeated": int(repeated), "num-examples": len(up.y), "partition-id": pid})

@@ -7,6 +7,7 @@ Nothing here re-implements PFDM: the client side calls `federated.client_upload`
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from pfdm_core.privacy import t0_for_epsilon
 from pfdm_core.recipes import runs_dir
 from pfdm_core.schedule import Schedule, q_sample_from
 from pfdm_core.server import Upload, server_train_shared
-from pfdm_core.train import TrainConfig, train
+from pfdm_core.train import TrainConfig, atomic_save, train
 
 METHODS = ("pfdm", "fedavg")
 
@@ -113,20 +114,34 @@ def client_t0(proposed: int, node_config: Mapping[str, Any], cfg: experiment.Exp
     return sched.check_step(t0, "t0", 1, cfg.T - 1)
 
 
-def upload_once(cfg: experiment.ExperimentConfig, seed: int, partition_id: int, t0: int,
-                state_dir: str | Path) -> tuple[Upload, bool]:
-    """Privatize client partition_id's data once (federated.client_upload, notebook 04's seed).
+def data_fingerprint(data: Dataset) -> str:
+    """sha256 of a client's images and labels: the key of its upload ledger."""
+    h = hashlib.sha256()
+    for t in (data.x, data.y):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
-    The upload is kept in a ledger under state_dir; a client asked again (it reconnected, or a
-    new run) re-sends that same upload: no new noise, so no new eps. Returns (upload, repeated)."""
-    path = Path(state_dir) / f"upload_{cfg.data}_seed{seed}_n{cfg.num_clients}_p{partition_id}.pt"
-    if path.exists():
-        return Upload(**torch.load(path, weights_only=False)), True
+
+def upload_once(cfg: experiment.ExperimentConfig, seed: int, partition_id: int, t0: int,
+                state_dir: str | Path, noise_seed: int | None = None) -> tuple[Upload, bool]:
+    """Privatize client partition_id's data once (federated.client_upload) with secret noise.
+
+    The noise comes from the operating system's entropy (`privacy.secret_normal`): nothing the
+    server holds (run config, seed, partition ids, the uploads) regenerates it. `noise_seed` is the
+    client's own, INSECURE choice for simulations that must reproduce an in-process run (notebook 09
+    sets it through node-config "insecure-noise-seed"); the server's run config never reaches it.
+    The upload is kept in a ledger under state_dir, keyed by a fingerprint of the images: a client asked
+    again (it reconnected, or a new run, whatever seed that run names) re-sends the same upload, so
+    no new noise and no new eps. Returns (upload, repeated)."""
     data = load_partition(cfg, seed, partition_id)
-    up = client_upload(data, t0, Schedule(cfg.T), cfg.clip_norm, seed=seed * 100 + partition_id, delta=cfg.delta)
+    path = Path(state_dir) / f"upload_{data_fingerprint(data)[:32]}.pt"
+    if path.exists():
+        return Upload(**torch.load(path, weights_only=True)), True
+    up = client_upload(data, t0, Schedule(cfg.T), cfg.clip_norm, seed=noise_seed, delta=cfg.delta)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"x_tilde": up.x_tilde, "y": up.y, "t0": up.t0, "eps": up.eps}, path)
-    (path.with_suffix(".json")).write_text(json.dumps({"t0": up.t0, "eps_spent": up.eps, "images": len(up.y)}))
+    atomic_save({"x_tilde": up.x_tilde, "y": up.y, "t0": up.t0, "eps": up.eps}, path)
+    (path.with_suffix(".json")).write_text(json.dumps({"t0": up.t0, "eps_spent": up.eps, "images": len(up.y),
+                                                       "secret_noise": noise_seed is None}))
     return up, False
 
 
