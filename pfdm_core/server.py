@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,3 +46,43 @@ def server_train_shared(uploads: Sequence[Upload], make_model: ModelFactory, sch
     y = torch.cat([u.y for u in uploads])
     return train(make_model(), sched, x, y, t0 + 1, sched.T, origin=t0, config=config,
                  checkpoint=checkpoint, progress=progress, desc=f"PFDM shared (t0={t0})").model
+
+
+def check_upload(x_tilde: np.ndarray, y: np.ndarray, t0: int, eps: float, *, shape: tuple[int, ...],
+                 num_classes: int, sched: Schedule, min_t0: int, clip_norm: float,
+                 eps_of: Callable[[int], float]) -> Upload:
+    """A client's reply as an `Upload`, or a ValueError saying what is wrong with it (the server then
+    excludes that client and goes on). Checked: float32 images of `shape`, finite; int64 labels in
+    0..num_classes-1, one per image; min_t0 <= t0 <= T - 1 (never less noise than the server proposed);
+    eps = eps_of(t0) (the accountant of the run); and that the images are consistent with the mechanism:
+    x_tilde = sqrt(abar) x + sqrt(1 - abar) z with ||x|| <= C has a mean square per pixel of
+    (1 - abar) + 2 sqrt(abar (1 - abar)) <x, z>/d + abar ||x||^2/d, i.e. within
+    (1 - abar) +- 6 sqrt(2/(N d)) (1 - abar) + [-2 sqrt(abar (1 - abar)) C / sqrt(N d) ... abar C^2 / d + that].
+    Raw images (mostly saturated pixels), rescaled uploads and barely noised ones fall outside. It is a
+    plausibility check, not a proof: the server cannot verify a client's privacy, only refuse what cannot be
+    the mechanism's output (a client can always send pure noise)."""
+    if not isinstance(x_tilde, np.ndarray) or x_tilde.dtype != np.float32 or x_tilde.ndim != 1 + len(shape) \
+            or tuple(x_tilde.shape[1:]) != tuple(shape) or len(x_tilde) < 1:
+        raise ValueError(f"x_tilde must be float32 of shape (N, {', '.join(map(str, shape))}), N >= 1; got "
+                         f"{getattr(x_tilde, 'dtype', type(x_tilde).__name__)} {tuple(getattr(x_tilde, 'shape', ()))}")
+    if not np.isfinite(x_tilde).all():
+        raise ValueError("x_tilde contains NaN or infinite values")
+    if not isinstance(y, np.ndarray) or y.dtype != np.int64 or y.shape != (len(x_tilde),):
+        raise ValueError(f"y must be int64 of shape ({len(x_tilde)},), got {getattr(y, 'dtype', type(y).__name__)} "
+                         f"{tuple(getattr(y, 'shape', ()))}")
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels must be in 0..{num_classes - 1}, got {int(y.min())}..{int(y.max())}")
+    if isinstance(t0, bool) or int(t0) != t0 or not min_t0 <= int(t0) <= sched.T - 1:
+        raise ValueError(f"t0 must be an integer in {min_t0}..{sched.T - 1} (at least the proposed one), got {t0!r}")
+    t0 = int(t0)
+    want = eps_of(t0)
+    if not np.isfinite(eps) or abs(float(eps) - want) > 1e-6 * max(1.0, want):
+        raise ValueError(f"eps {eps!r} is not the run's eps at t0 = {t0} (C = {clip_norm:g}): {want:.6g}")
+    a, n, d = float(sched.alpha_bar[t0]), x_tilde.shape[0], int(np.prod(shape))
+    ms = float(np.mean(x_tilde.astype(np.float64) ** 2))
+    slack = 6 * (1 - a) * (2 / (n * d)) ** 0.5 + 2 * (a * (1 - a)) ** 0.5 * clip_norm / (n * d) ** 0.5
+    lo, hi = (1 - a) - slack, (1 - a) + a * clip_norm**2 / d + slack
+    if not lo <= ms <= hi:
+        raise ValueError(f"x_tilde's mean square per pixel {ms:.4g} is outside [{lo:.4g}, {hi:.4g}], what the "
+                         f"mechanism at t0 = {t0} gives for images of norm <= {clip_norm:g}: not a privatized upload")
+    return Upload(torch.from_numpy(x_tilde.copy()), torch.from_numpy(y.copy()), t0, float(eps))

@@ -194,3 +194,107 @@ def test_run_finishes_when_a_supernode_dies_before_uploading(tmp_path):
         result = json.loads((out / "result.json").read_text())
     assert list(result["clients"]) == ["0"] and len(result["excluded_nodes"]) == 1
     assert np.isfinite(result["clients"]["0"]["fid_avg"])
+
+
+# ----------------------------------------------------------------------------- the server checks every upload
+def _check(x, y, t0, eps, cfg):
+    from pfdm_core.privacy import epsilon
+    from pfdm_core.server import check_upload
+
+    S = Schedule(cfg.T)
+    return check_upload(x, y, t0, eps, shape=(1, 8, 8), num_classes=10, sched=S, min_t0=693, clip_norm=cfg.clip_norm,
+                        eps_of=lambda t: epsilon(t, S, cfg.clip_norm, cfg.delta))
+
+
+def test_server_accepts_honest_uploads_and_refuses_bad_ones():
+    cfg = task.AppConfig(num_clients=2).experiment()
+    data = task.load_partition(cfg, 0, 0)
+    for t0 in (693, 800, 999):  # honest clients, the strictest included
+        up = client_upload(data, t0, Schedule(cfg.T), cfg.clip_norm)
+        ok = _check(up.x_tilde.numpy(), up.y.numpy(), t0, up.eps, cfg)
+        assert ok.t0 == t0 and torch.equal(ok.x_tilde, up.x_tilde)
+    up = client_upload(data, 693, Schedule(cfg.T), cfg.clip_norm)
+    x, y, eps = up.x_tilde.numpy(), up.y.numpy(), up.eps
+    bad = {
+        "mean square": (data.x.numpy(), y, 693, eps),  # raw images claiming t0 = 693
+        "mean square ": (x * 1e6, y, 693, eps),  # a rescaled upload
+        "NaN": (np.where(np.arange(x.size).reshape(x.shape) == 3, np.nan, x).astype(np.float32), y, 693, eps),
+        "float32 of shape": (x[:, :, :4], y, 693, eps),
+        "float32 of shape ": (x.astype(np.float64), y, 693, eps),
+        "labels must be in": (x, np.full_like(y, 10), 693, eps),
+        "int64 of shape": (x, y[:-1], 693, eps),
+        "t0 must be an integer in 693..999": (x, y, 500, eps),  # less noise than the server proposed
+        "t0 must be an integer in 693..999 ": (x, y, 1000, eps),
+        "not the run's eps": (x, y, 693, eps / 2),
+    }
+    for reason, args in bad.items():
+        with pytest.raises(ValueError, match=reason.strip()):
+            _check(*args, cfg)
+
+
+class _Arr:
+    def __init__(self, a):
+        self.a = a
+
+    def numpy(self):
+        return self.a
+
+
+class _Content(dict):
+    array_records: dict = {}
+
+
+class _Reply:
+    def __init__(self, node, content):
+        self.metadata, self.content = type("Meta", (), {"src_node_id": node})(), _Content(content)
+
+    def has_error(self):
+        return False
+
+
+class _FakeGrid:
+    """Answers run_pfdm's two rounds: the uploads given per node, then metrics for train.personal."""
+
+    def __init__(self, uploads):
+        self.uploads, self.personal_asked = uploads, []
+
+    def send_and_receive(self, messages, timeout=None):
+        messages = list(messages)
+        if messages[0].metadata.message_type == "query.upload":
+            return [_Reply(n, c) for n, c in self.uploads.items()]
+        self.personal_asked = [m.metadata.dst_node_id for m in messages]
+        return [_Reply(m.metadata.dst_node_id, {"metrics": {"fid_minor": 1.0, "partition-id": 0}}) for m in messages]
+
+
+def test_bad_uploads_exclude_their_clients_and_the_run_goes_on(tmp_path, monkeypatch):
+    from flwr.app import ConfigRecord
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from pfdm_core.flower_app import server_app
+
+    for key in ("_run_id", "_node_id", "_task_id"):  # what a ServerApp process has set
+        monkeypatch.setattr(TaskIdentity, key, 1)
+    conf = task.AppConfig(num_clients=2, min_clients=2, out_dir=str(tmp_path))
+    cfg = conf.experiment()
+    t0 = int(cfg.t0s[0])
+
+    def reply(pid, x=None, y=None, t0_=t0, eps=None):
+        up = client_upload(task.load_partition(cfg, 0, pid), t0, Schedule(cfg.T), cfg.clip_norm)
+        return {"upload": {"x_tilde": _Arr(up.x_tilde.numpy() if x is None else x),
+                           "y": _Arr(up.y.numpy() if y is None else y)},
+                "metrics": {"t0": t0_, "eps": up.eps if eps is None else eps, "repeated": 0, "partition-id": pid}}
+
+    raw = task.load_partition(cfg, 0, 1).x.numpy()
+    honest0, honest1 = reply(0), reply(1)
+    nan = reply(1)
+    nan["upload"]["x_tilde"].a = np.full_like(nan["upload"]["x_tilde"].a, np.nan)
+    grid = _FakeGrid({11: honest0, 12: honest1, 13: reply(1, x=raw), 14: nan, 15: reply(0), 16: {"metrics": {}}})
+    result = server_app.run_pfdm(grid, [11, 12, 13, 14, 15, 16], conf, cfg, ConfigRecord({}), tmp_path)
+    assert sorted(result["clients"]) == ["0", "1"] and sorted(grid.personal_asked) == [11, 12]
+    assert set(result["rejected"]) == {"13", "14", "15", "16"}
+    assert "mean square" in result["rejected"]["13"] and "NaN" in result["rejected"]["14"]
+    assert "already uploaded" in result["rejected"]["15"] and "KeyError" in result["rejected"]["16"]
+    # with too few valid uploads the run stops with the reasons on disk, before any training
+    with pytest.raises(RuntimeError, match="min-clients=2"):
+        server_app.run_pfdm(_FakeGrid({11: honest0, 13: reply(1, x=raw)}), [11, 13], conf, cfg, ConfigRecord({}), tmp_path)
+    assert json.loads((tmp_path / "status.json").read_text())["phase"] == "failed"

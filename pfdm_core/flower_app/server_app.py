@@ -30,7 +30,9 @@ from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
 
 from pfdm_core.flower_app import task  # noqa: E402
-from pfdm_core.server import Upload  # noqa: E402
+from pfdm_core.privacy import epsilon  # noqa: E402
+from pfdm_core.schedule import Schedule  # noqa: E402
+from pfdm_core.server import Upload, check_upload  # noqa: E402
 
 app = ServerApp()
 
@@ -38,8 +40,8 @@ app = ServerApp()
 class AuditGrid:
     """A Grid that counts payload bytes per node and keeps every received array (the audit log)."""
 
-    def __init__(self, grid: Grid, audit: bool) -> None:
-        self.grid, self.audit = grid, audit
+    def __init__(self, grid: Grid, audit: bool, out: Path | None = None) -> None:
+        self.grid, self.audit, self.out = grid, audit, out
         self.sent: dict[int, int] = defaultdict(int)  # node id -> bytes the server sent it
         self.received: dict[int, int] = defaultdict(int)  # node id -> bytes it sent the server
         self.log: list[dict] = []
@@ -66,13 +68,24 @@ class AuditGrid:
                                      "sha256": hashlib.sha256(a.tobytes()).hexdigest()})
                     if self.audit:
                         self.arrays.append(a)
+        if self.out is not None:  # on disk as soon as the replies are in: a crash later loses nothing
+            self.save(self.out)
         return replies
 
     def save(self, out: Path) -> None:
-        with open(out / "audit.jsonl", "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in self.log)
+        """audit.jsonl and audit.npz, each replaced atomically (written to a temporary file, fsynced, renamed)."""
+        _atomic_write(out / "audit.jsonl", lambda f: f.write("".join(json.dumps(row) + "\n" for row in self.log).encode()))
         if self.audit:
-            np.savez(out / "audit.npz", *self.arrays)
+            _atomic_write(out / "audit.npz", lambda f: np.savez(f, *self.arrays))
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 @app.main()
@@ -82,7 +95,7 @@ def main(grid: Grid, context: Context) -> None:
     out = conf.out()
     out.mkdir(parents=True, exist_ok=True)
     status(out, "waiting-for-nodes")
-    audit = AuditGrid(grid, conf.audit)
+    audit = AuditGrid(grid, conf.audit, out)
     nodes = wait_for_nodes(grid, conf.min_clients, conf.connect_timeout)
     app_record = ConfigRecord({k.replace("_", "-"): v for k, v in dataclasses.asdict(conf).items()})
     start = time.perf_counter()
@@ -122,16 +135,30 @@ def run_pfdm(grid: AuditGrid, nodes: list[int], conf, cfg, app_record: ConfigRec
     status(out, "uploads-requested", nodes=nodes)
     replies = [r for r in grid.send_and_receive(msgs, timeout=conf.upload_timeout) if not r.has_error()]
     uploads: dict[int, tuple[int, Upload, dict]] = {}  # partition id -> (node, upload, metrics)
+    rejected: dict[str, str] = {}  # node id -> why its reply was refused
+    sched, shape = Schedule(cfg.T), (cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size)
     for r in replies:
-        m = dict(r.content["metrics"])
-        arrays = r.content["upload"]
-        up = Upload(torch.from_numpy(arrays["x_tilde"].numpy()), torch.from_numpy(arrays["y"].numpy()),
-                    int(m["t0"]), float(m["eps"]))
-        uploads.setdefault(int(m["partition-id"]), (r.metadata.src_node_id, up, m))  # a client counts once
+        node = r.metadata.src_node_id
+        try:
+            m = dict(r.content["metrics"])
+            arrays = r.content["upload"]
+            up = check_upload(arrays["x_tilde"].numpy(), arrays["y"].numpy(), m["t0"], float(m["eps"]), shape=shape,
+                              num_classes=cfg.net.num_classes, sched=sched, min_t0=int(cfg.t0s[0]),
+                              clip_norm=cfg.clip_norm, eps_of=lambda t: epsilon(t, sched, cfg.clip_norm, cfg.delta))
+            pid = int(m["partition-id"])
+            if pid in uploads:
+                raise ValueError(f"partition-id {pid} was already uploaded by node {uploads[pid][0]}")
+        except (KeyError, TypeError, ValueError) as e:  # a bad reply excludes its client, not the run
+            rejected[str(node)] = f"{type(e).__name__}: {e}"
+            continue
+        uploads[pid] = (node, up, m)
     excluded = sorted(set(nodes) - {node for node, _, _ in uploads.values()})
+    if rejected:
+        status(out, "uploads-checked", rejected=rejected)
     if len(uploads) < conf.min_clients:
-        raise RuntimeError(f"only {len(uploads)} client(s) uploaded within upload-timeout={conf.upload_timeout:g} s, "
-                           f"but min-clients={conf.min_clients}")
+        status(out, "failed", reason="too few valid uploads", rejected=rejected)
+        raise RuntimeError(f"only {len(uploads)} client(s) uploaded a valid upload within upload-timeout="
+                           f"{conf.upload_timeout:g} s, but min-clients={conf.min_clients}; refused: {rejected}")
     # (2) the shared denoiser, on the pooled uploads only
     status(out, "training-shared", clients=sorted(uploads))
     pooled = [uploads[p][1] for p in sorted(uploads)]  # partition order, not arrival order: reproducible
@@ -148,7 +175,7 @@ def run_pfdm(grid: AuditGrid, nodes: list[int], conf, cfg, app_record: ConfigRec
     clients = {str(p): {"node": node, "t0": int(m["t0"]), "eps": float(m["eps"]), "repeated": int(m["repeated"]),
                         "upload_bytes": task.array_bytes(up_arrays(up)), **reports.get(node, {})}
                for p, (node, up, m) in sorted(uploads.items())}
-    return {"t0": t0, "clients": clients, "excluded_nodes": excluded, "nodes": nodes}
+    return {"t0": t0, "clients": clients, "excluded_nodes": excluded, "rejected": rejected, "nodes": nodes}
 
 
 def run_fedavg(grid: AuditGrid, nodes: list[int], conf, cfg, app_record: ConfigRecord, out: Path) -> dict:
