@@ -57,9 +57,10 @@ def test_client_t0_never_adds_less_noise_than_proposed():
 # ----------------------------------------------------------------------------- PFDM steps
 def test_upload_is_made_once_and_its_ledger_ignores_the_servers_seed(tmp_path):
     cfg = task.AppConfig(num_clients=2).experiment()
-    up, repeated = task.upload_once(cfg, 0, 1, 693, tmp_path)
+    data = task.load_partition(cfg, 0, 1)
+    up, repeated = task.upload_once(cfg, data, 693, tmp_path)
     assert not repeated
-    again, repeated = task.upload_once(cfg, 0, 1, 800, tmp_path)  # a reconnecting client, even asked another t0
+    again, repeated = task.upload_once(cfg, data, 800, tmp_path)  # a reconnecting client, even asked another t0
     assert repeated and again.t0 == 693 and torch.equal(again.x_tilde, up.x_tilde)  # same release: eps spent once
     fp = task.data_fingerprint(task.load_partition(cfg, 0, 1))[:32]
     ledger = json.loads((tmp_path / f"upload_{fp}.json").read_text())
@@ -68,7 +69,7 @@ def test_upload_is_made_once_and_its_ledger_ignores_the_servers_seed(tmp_path):
 
 def test_insecure_noise_seed_reproduces_notebook04s_upload(tmp_path):
     cfg = task.AppConfig(num_clients=2).experiment()
-    up, _ = task.upload_once(cfg, 0, 1, 693, tmp_path, noise_seed=0 * 100 + 1)
+    up, _ = task.upload_once(cfg, task.load_partition(cfg, 0, 1), 693, tmp_path, noise_seed=0 * 100 + 1)
     ref = client_upload(task.load_partition(cfg, 0, 1), 693, Schedule(cfg.T), cfg.clip_norm, seed=0 * 100 + 1)
     assert torch.equal(up.x_tilde, ref.x_tilde) and torch.equal(up.y, ref.y)
 
@@ -93,11 +94,12 @@ def test_server_cannot_regenerate_the_upload_noise(tmp_path):
     run_seed, t0 = 0, 693
     candidates = [run_seed * 100 + p for p in range(cfg.num_clients)] + list(range(5000))
     for pid in range(cfg.num_clients):
-        raw = clip(task.load_partition(cfg, run_seed, pid).x, cfg.clip_norm)
-        seeded, _ = task.upload_once(cfg, run_seed, pid, t0, tmp_path / "seeded", noise_seed=run_seed * 100 + pid)
+        data = task.load_partition(cfg, run_seed, pid)
+        raw = clip(data.x, cfg.clip_norm)
+        seeded, _ = task.upload_once(cfg, data, t0, tmp_path / "seeded", noise_seed=run_seed * 100 + pid)
         hit = _invert(seeded.x_tilde, t0, cfg.T, candidates)
         assert hit is not None and (hit - raw).abs().max() < 1e-3  # the control: seeded noise is invertible
-        secret, _ = task.upload_once(cfg, run_seed, pid, t0, tmp_path / "secret")
+        secret, _ = task.upload_once(cfg, data, t0, tmp_path / "secret")
         assert _invert(secret.x_tilde, t0, cfg.T, candidates) is None
         # and the secret release is still the mechanism: x_tilde - sqrt(abar) x ~ N(0, (1 - abar) I)
         a = float(Schedule(cfg.T).alpha_bar[t0])
@@ -298,3 +300,60 @@ def test_bad_uploads_exclude_their_clients_and_the_run_goes_on(tmp_path, monkeyp
     with pytest.raises(RuntimeError, match="min-clients=2"):
         server_app.run_pfdm(_FakeGrid({11: honest0, 13: reply(1, x=raw)}), [11, 13], conf, cfg, ConfigRecord({}), tmp_path)
     assert json.loads((tmp_path / "status.json").read_text())["phase"] == "failed"
+
+
+def test_run_config_and_node_config_are_type_checked():
+    with pytest.raises(ValueError, match="run-config seed must be int, got '../..'"):
+        task.AppConfig(seed="../..")
+    with pytest.raises(ValueError, match="run-config return-samples must be bool, got 'false'"):
+        task.AppConfig.from_run_config({"return-samples": "false"})
+    with pytest.raises(ValueError, match="no partition-id"):
+        task.NodeSettings.from_node_config({})
+    with pytest.raises(ValueError, match="unknown node-config key"):
+        task.NodeSettings.from_node_config({"partition-id": 0, "seed": 3})
+    with pytest.raises(ValueError, match="node-config clip must be float"):
+        task.NodeSettings.from_node_config({"partition-id": 0, "clip": "10"})
+    node = task.NodeSettings.from_node_config({"partition-id": 1, "clip": 4.0, "allow-samples": True})
+    cfg = task.AppConfig(num_clients=2).experiment()
+    assert node.clip_norm(cfg) == 4.0 and node.noise_seed is None
+    assert task.NodeSettings(0, clip=50.0).clip_norm(cfg) == cfg.clip_norm  # never softer than the run
+    # the client's own, stricter clip norm sets its t0 for a requested eps
+    assert task.client_t0(100, {"eps": 10.0}, cfg, 4.0) < task.client_t0(100, {"eps": 10.0}, cfg)
+
+
+def test_a_client_serves_its_own_images(tmp_path):
+    cfg = task.AppConfig(num_clients=2).experiment()
+    x = (torch.rand(30, 1, 8, 8) * 2 - 1).numpy()
+    y = np.arange(30) % 10
+    np.savez(tmp_path / "mine.npz", x=x, y=y)
+    node = task.NodeSettings(0, data_file=str(tmp_path / "mine.npz"))
+    data = task.client_data(cfg, 0, node)
+    assert torch.equal(data.x, torch.from_numpy(x)) and data.y.tolist() == y.tolist()
+    up, _ = task.upload_once(cfg, data, 693, tmp_path / "ledger")
+    assert up.x_tilde.shape == (30, 1, 8, 8)
+    with pytest.raises(FileNotFoundError, match="data-file"):
+        task.client_data(cfg, 0, task.NodeSettings(0, data_file=str(tmp_path / "none.npz")))
+    np.savez(tmp_path / "bad.npz", x=x * 3, y=y)
+    with pytest.raises(ValueError, match=r"in \[-1, 1\]"):
+        task.load_own_data(tmp_path / "bad.npz", cfg)
+    np.savez(tmp_path / "bad.npz", x=x[:, :, :4], y=y)
+    with pytest.raises(ValueError, match="shape"):
+        task.load_own_data(tmp_path / "bad.npz", cfg)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not an .npz"):
+        task.load_own_data(tmp_path / "junk.npz", cfg)
+
+
+@pytest.mark.slow
+def test_a_node_with_its_own_images_and_eps_half_completes(tmp_path):
+    """Real SuperLink + SuperNodes: node 0 serves an .npz of its own images and asks eps = 0.5 per image, which
+    at the run's C = 10 no t0 reaches (t0 = 999 gives 0.62), so it also clips harder (its own C = 5): t0 = 951,
+    which the server checks against that C; node 1 is a simulation partition, harmonized to t0 = 951."""
+    cfg = task.AppConfig(num_clients=2).experiment()
+    own = task.load_partition(cfg, 0, 0)
+    np.savez(tmp_path / "own.npz", x=own.x.numpy(), y=own.y.numpy())
+    nodes = {0: {"data-file": str(tmp_path / "own.npz"), "eps": 0.5, "clip": 5.0}}
+    with LocalFederation(2, tmp_path / "fed", node_config=nodes) as fed:
+        result = fed.run({**RUN, "min-clients": 2}, timeout=110)
+    assert sorted(result["clients"]) == ["0", "1"] and result["rejected"] == {}
+    assert result["t0"] == 951 and result["clients"]["0"]["t0"] == 951 and result["clients"]["0"]["eps"] <= 0.5

@@ -142,9 +142,12 @@ def run_pfdm(grid: AuditGrid, nodes: list[int], conf, cfg, app_record: ConfigRec
         try:
             m = dict(r.content["metrics"])
             arrays = r.content["upload"]
+            c = float(m.get("clip", cfg.clip_norm))  # a client may clip harder than the run, never softer
+            if not 0 < c <= cfg.clip_norm:
+                raise ValueError(f"clip norm must be in (0, {cfg.clip_norm:g}], got {c:g}")
             up = check_upload(arrays["x_tilde"].numpy(), arrays["y"].numpy(), m["t0"], float(m["eps"]), shape=shape,
-                              num_classes=cfg.net.num_classes, sched=sched, min_t0=int(cfg.t0s[0]),
-                              clip_norm=cfg.clip_norm, eps_of=lambda t: epsilon(t, sched, cfg.clip_norm, cfg.delta))
+                              num_classes=cfg.net.num_classes, sched=sched, min_t0=int(cfg.t0s[0]), clip_norm=c,
+                              eps_of=lambda t: epsilon(t, sched, c, cfg.delta))
             pid = int(m["partition-id"])
             if pid in uploads:
                 raise ValueError(f"partition-id {pid} was already uploaded by node {uploads[pid][0]}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import dataclasses
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -57,6 +58,10 @@ class AppConfig:
         return cls(**{k.replace("-", "_"): v for k, v in run_config.items()})
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # run-config values arrive untyped from TOML / --run-config
+            _check_type(f"run-config {f.name.replace('_', '-')}", getattr(self, f.name), f.type)
+        if self.seed < 0:
+            raise ValueError(f"run-config seed must be an integer >= 0, got {self.seed}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         cfg = self.experiment()  # validates preset, data, t0
@@ -82,6 +87,87 @@ class AppConfig:
         return Path(self.out_dir) if self.out_dir else runs_dir() / "flower" / self.method
 
 
+def _check_type(name: str, value: Any, kind: str) -> None:
+    """int, float, bool or str (annotations as strings); a float field takes an int, nothing takes a bool but bool."""
+    ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+          "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+          "bool": isinstance(value, bool), "str": isinstance(value, str)}.get(kind.split(" ")[0], True)
+    if not ok:
+        raise ValueError(f"{name} must be {kind}, got {value!r} ({type(value).__name__})")
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """A SuperNode's own settings (--node-config), which the server cannot loosen.
+
+    partition-id: the client's index in the simulation split (also the name of its row in result.json);
+    data-file: an .npz of the client's OWN images ("x": float32 (N, C, H, W) in [-1, 1], "y": int64 (N,)),
+    instead of its partition of a public dataset; t0 / eps: its privacy level (never less noise than the
+    server proposes); clip: its clip norm C (at most the run's); allow-samples: whether its samples may
+    leave it (they do only if the run also asks: return-samples); state-dir: its upload ledger;
+    insecure-noise-seed: reproducible upload noise for simulations (voids the guarantee)."""
+
+    partition_id: int
+    data_file: str = ""
+    t0: int = 0
+    eps: float = 0.0  # 0: not set
+    clip: float = 0.0  # 0: the run's
+    allow_samples: bool = False
+    state_dir: str = ""
+    insecure_noise_seed: int = -1  # -1: secret noise
+
+    @classmethod
+    def from_node_config(cls, node_config: Mapping[str, Any]) -> NodeSettings:
+        if "partition-id" not in node_config:
+            raise ValueError("this SuperNode has no partition-id: start it with --node-config 'partition-id=<k>'")
+        known = {f.replace("_", "-") for f in cls.__dataclass_fields__}
+        unknown = set(node_config) - known
+        if unknown:
+            raise ValueError(f"unknown node-config key(s) {sorted(unknown)}; allowed: {sorted(known)}")
+        return cls(**{k.replace("-", "_"): v for k, v in node_config.items()})
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_type(f"node-config {f.name.replace('_', '-')}", getattr(self, f.name), f.type)
+        if self.partition_id < 0 or self.eps < 0 or self.clip < 0 or self.insecure_noise_seed < -1:
+            raise ValueError(f"node-config partition-id, eps and clip must be >= 0, got {self.partition_id}, "
+                             f"{self.eps}, {self.clip}")
+
+    def clip_norm(self, cfg: experiment.ExperimentConfig) -> float:
+        """The client's C: its own when set, never more than the run's."""
+        return min(self.clip, cfg.clip_norm) if self.clip else cfg.clip_norm
+
+    @property
+    def noise_seed(self) -> int | None:
+        return None if self.insecure_noise_seed < 0 else self.insecure_noise_seed
+
+
+def load_own_data(path: str | Path, cfg: experiment.ExperimentConfig) -> Dataset:
+    """A client's own images from an .npz ("x": float32 (N, C, H, W) in [-1, 1], "y": int64 labels)."""
+    path = Path(path)
+    shape = (cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size)
+    if not path.is_file():
+        raise FileNotFoundError(f"node-config data-file {str(path)!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            x, y = z["x"], z["y"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"node-config data-file {str(path)!r} is not an .npz with arrays 'x' and 'y': {e}") from None
+    if x.ndim != 4 or tuple(x.shape[1:]) != shape or not np.issubdtype(x.dtype, np.floating) or len(x) < 1:
+        raise ValueError(f"data-file {str(path)!r}: x must be float images of shape (N, {', '.join(map(str, shape))}), "
+                         f"got {x.dtype} {tuple(x.shape)}")
+    if not np.isfinite(x).all() or np.abs(x).max() > 1:
+        raise ValueError(f"data-file {str(path)!r}: pixels must be finite and in [-1, 1]")
+    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= cfg.net.num_classes:
+        raise ValueError(f"data-file {str(path)!r}: y must hold {len(x)} integer labels in 0..{cfg.net.num_classes - 1}")
+    return Dataset(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64)))
+
+
+def client_data(cfg: experiment.ExperimentConfig, seed: int, node: NodeSettings) -> Dataset:
+    """The client's training images: its own data-file, or (simulation) its partition of the public split."""
+    return load_own_data(node.data_file, cfg) if node.data_file else load_partition(cfg, seed, node.partition_id)
+
+
 # ----------------------------------------------------------------------------- shared helpers
 def make_model(cfg: experiment.ExperimentConfig, seed: int) -> nn.Module:
     return experiment.model_factory(cfg, seed)()  # the factory of experiment.train_method
@@ -104,12 +190,14 @@ def array_bytes(arrays: Mapping[str, Any]) -> int:
 
 
 # ----------------------------------------------------------------------------- PFDM, client side
-def client_t0(proposed: int, node_config: Mapping[str, Any], cfg: experiment.ExperimentConfig) -> int:
-    """The client's own t0: node-config "t0" or "eps" (per image), never less noise than proposed."""
+def client_t0(proposed: int, node_config: Mapping[str, Any], cfg: experiment.ExperimentConfig,
+              clip_norm: float | None = None) -> int:
+    """The client's own t0: node-config "t0" or "eps" (per image, at its clip norm), never less noise than proposed."""
     sched = Schedule(cfg.T)
     own = int(node_config.get("t0", 0))
     if "eps" in node_config:
-        own = max(own, t0_for_epsilon(float(node_config["eps"]), sched, clip_norm=cfg.clip_norm, delta=cfg.delta))
+        own = max(own, t0_for_epsilon(float(node_config["eps"]), sched, clip_norm=clip_norm or cfg.clip_norm,
+                                      delta=cfg.delta))
     t0 = max(int(proposed), own)
     return sched.check_step(t0, "t0", 1, cfg.T - 1)
 
@@ -122,9 +210,10 @@ def data_fingerprint(data: Dataset) -> str:
     return h.hexdigest()
 
 
-def upload_once(cfg: experiment.ExperimentConfig, seed: int, partition_id: int, t0: int,
-                state_dir: str | Path, noise_seed: int | None = None) -> tuple[Upload, bool]:
-    """Privatize client partition_id's data once (federated.client_upload) with secret noise.
+def upload_once(cfg: experiment.ExperimentConfig, data: Dataset, t0: int, state_dir: str | Path,
+                noise_seed: int | None = None, clip_norm: float | None = None) -> tuple[Upload, bool]:
+    """Privatize a client's data once (federated.client_upload, clip norm `clip_norm` or the run's) with
+    secret noise.
 
     The noise comes from the operating system's entropy (`privacy.secret_normal`): nothing the
     server holds (run config, seed, partition ids, the uploads) regenerates it. `noise_seed` is the
@@ -133,22 +222,23 @@ def upload_once(cfg: experiment.ExperimentConfig, seed: int, partition_id: int, 
     The upload is kept in a ledger under state_dir, keyed by a fingerprint of the images: a client asked
     again (it reconnected, or a new run, whatever seed that run names) re-sends the same upload, so
     no new noise and no new eps. Returns (upload, repeated)."""
-    data = load_partition(cfg, seed, partition_id)
     path = Path(state_dir) / f"upload_{data_fingerprint(data)[:32]}.pt"
     if path.exists():
         return Upload(**torch.load(path, weights_only=True)), True
-    up = client_upload(data, t0, Schedule(cfg.T), cfg.clip_norm, seed=noise_seed, delta=cfg.delta)
+    up = client_upload(data, t0, Schedule(cfg.T), clip_norm or cfg.clip_norm, seed=noise_seed, delta=cfg.delta)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save({"x_tilde": up.x_tilde, "y": up.y, "t0": up.t0, "eps": up.eps}, path)
     (path.with_suffix(".json")).write_text(json.dumps({"t0": up.t0, "eps_spent": up.eps, "images": len(up.y),
+                                                       "clip_norm": clip_norm or cfg.clip_norm,
                                                        "secret_noise": noise_seed is None}))
     return up, False
 
 
-def train_personal(cfg: experiment.ExperimentConfig, seed: int, partition_id: int, t0: int) -> nn.Module:
-    data = load_partition(cfg, seed, partition_id)
+def train_personal(cfg: experiment.ExperimentConfig, seed: int, data: Dataset, t0: int,
+                   clip_norm: float | None = None) -> nn.Module:
+    """The personal denoiser on the client's data, clipped as its upload was."""
     return client_train_personal(data, t0, lambda: make_model(cfg, seed), Schedule(cfg.T),
-                                 train_config(cfg, seed), cfg.clip_norm, progress=False)
+                                 train_config(cfg, seed), clip_norm or cfg.clip_norm, progress=False)
 
 
 def evaluate(cfg: experiment.ExperimentConfig, seed: int, partition_id: int, method: str,
