@@ -357,3 +357,18 @@ def test_a_node_with_its_own_images_and_eps_half_completes(tmp_path):
         result = fed.run({**RUN, "min-clients": 2}, timeout=110)
     assert sorted(result["clients"]) == ["0", "1"] and result["rejected"] == {}
     assert result["t0"] == 951 and result["clients"]["0"]["t0"] == 951 and result["clients"]["0"]["eps"] <= 0.5
+
+
+@pytest.mark.slow
+def test_tls_with_supernode_authentication(tmp_path):
+    """TLS (a CA and certificate made in the test) and --enable-supernode-auth: the registered SuperNodes run
+    PFDM to the end, plaintext is refused, and a SuperNode whose key was never registered is kept out."""
+    import urllib.request
+
+    with LocalFederation(2, tmp_path / "fed", tls=True) as fed:
+        with pytest.raises(Exception):  # the port speaks TLS only
+            urllib.request.urlopen(f"http://127.0.0.1:{fed.port}/health", timeout=2)
+        fed.start_node(2)  # the spare key of make_pki: not registered
+        result = fed.run({**RUN, "min-clients": 2}, timeout=110)
+        assert sorted(result["clients"]) == ["0", "1"] and len(result["nodes"]) == 2
+        assert "SuperNode ID" not in fed.log("supernode2")
