@@ -3,7 +3,9 @@ SuperNodes on 127.0.0.1 (slow, each bounded to about two minutes, always torn do
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,6 +67,9 @@ def test_upload_is_made_once_and_its_ledger_ignores_the_servers_seed(tmp_path):
     fp = task.data_fingerprint(task.load_partition(cfg, 0, 1))[:32]
     ledger = json.loads((tmp_path / f"upload_{fp}.json").read_text())
     assert ledger["eps_spent"] == pytest.approx(up.eps) and ledger["secret_noise"]
+    assert task.ledger_eps_total(tmp_path) == pytest.approx(up.eps)  # the repeat released nothing new
+    other, repeated = task.upload_once(cfg, task.load_partition(cfg, 0, 0), 693, tmp_path)  # other images: a release
+    assert not repeated and task.ledger_eps_total(tmp_path) == pytest.approx(up.eps + other.eps)
 
 
 def test_insecure_noise_seed_reproduces_notebook04s_upload(tmp_path):
@@ -372,3 +377,19 @@ def test_tls_with_supernode_authentication(tmp_path):
         result = fed.run({**RUN, "min-clients": 2}, timeout=110)
         assert sorted(result["clients"]) == ["0", "1"] and len(result["nodes"]) == 2
         assert "SuperNode ID" not in fed.log("supernode2")
+
+
+@pytest.mark.slow
+def test_malicious_nodes_are_excluded_and_the_honest_ones_finish(tmp_path):
+    """Real SuperLink + 6 SuperNodes: 0 and 1 honest; 2 sends a NaN, 3 its raw images claiming the proposed t0,
+    4 images of the wrong shape (tests/flower_malicious patches their ClientApp), 5 repeats partition 0."""
+    evil = str(Path(__file__).parent / "flower_malicious")
+    env = {k: {"PFDM_TEST_MALICIOUS": mode, "PYTHONPATH": os.pathsep.join([evil, os.environ.get("PYTHONPATH", "")])}
+           for k, mode in {2: "nan", 3: "raw", 4: "shape"}.items()}
+    with LocalFederation(6, tmp_path / "fed", node_config={k: {"partition-id": k % 2} for k in range(2, 6)},
+                         node_env=env) as fed:
+        result = fed.run({**RUN, "min-clients": 2}, timeout=150)
+    reasons = list(result["rejected"].values())
+    assert sorted(result["clients"]) == ["0", "1"] and len(result["nodes"]) == 6 and len(reasons) == 4
+    for what in ("NaN", "mean square", "float32 of shape", "already uploaded"):
+        assert sum(what in r for r in reasons) == 1, (what, reasons)

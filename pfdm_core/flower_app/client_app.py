@@ -50,6 +50,7 @@ def upload(msg: Message, context: Context) -> Message:
                                     clip_norm)
     arrays = ArrayRecord({"x_tilde": up.x_tilde, "y": up.y})  # privatized images and labels only
     metrics = MetricRecord({"t0": up.t0, "eps": up.eps, "eps-spent-now": 0.0 if repeated else up.eps,
+                            "eps-ledger-total": task.ledger_eps_total(state_dir),
                             "clip": clip_norm, "repeated": int(repeated), "num-examples": len(up.y),
                             "partition-id": pid})
     return Message(RecordDict({"upload": arrays, "metrics": metrics}), reply_to=msg)

@@ -94,12 +94,13 @@ class LocalFederation:
     keys were registered with `flwr supernode register` may connect; `flwr run` verifies the certificate."""
 
     def __init__(self, num_nodes: int, workdir: str | os.PathLike, node_config: Mapping[int, dict] | None = None,
-                 startup_timeout: float = 60.0, tls: bool = False) -> None:
+                 startup_timeout: float = 60.0, tls: bool = False, node_env: Mapping[int, dict] | None = None) -> None:
         if num_nodes < 1:
             raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
         self.tls, self.pki = tls, {}
         self.num_nodes, self.workdir = num_nodes, Path(workdir).resolve()
         self.node_config, self.startup_timeout = dict(node_config or {}), startup_timeout
+        self.node_env = dict(node_env or {})  # extra environment of SuperNode k and its ClientApp processes
         self.port = 0
         self.superlink: subprocess.Popen | None = None
         self.nodes: dict[int, subprocess.Popen] = {}
@@ -110,10 +111,10 @@ class LocalFederation:
                     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
     # ------------------------------------------------------------------ processes
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "w")
         return subprocess.Popen([str(BIN / args[0]), *args[1:]], stdout=log, stderr=subprocess.STDOUT,
-                                env=self.env, cwd=self.workdir, start_new_session=True)
+                                env={**self.env, **(env or {})}, cwd=self.workdir, start_new_session=True)
 
     def start(self) -> LocalFederation:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +156,7 @@ class LocalFederation:
                      str(self.pki[f"node{k}"])] if self.tls else ["--insecure"])
         self.nodes[k] = self._spawn(f"supernode{k}", ["flower-supernode", *security, "--superlink",
                                                       f"127.0.0.1:{self.port}", "--port", str(free_port()),
-                                                      "--node-config", node_config])
+                                                      "--node-config", node_config], self.node_env.get(k))
 
     def kill_node(self, k: int) -> None:
         """Kill SuperNode k at once (a client that drops out)."""

@@ -7,9 +7,11 @@ Nothing here re-implements PFDM: the client side calls `federated.client_upload`
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import dataclasses
+import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -228,10 +230,23 @@ def upload_once(cfg: experiment.ExperimentConfig, data: Dataset, t0: int, state_
     up = client_upload(data, t0, Schedule(cfg.T), clip_norm or cfg.clip_norm, seed=noise_seed, delta=cfg.delta)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save({"x_tilde": up.x_tilde, "y": up.y, "t0": up.t0, "eps": up.eps}, path)
-    (path.with_suffix(".json")).write_text(json.dumps({"t0": up.t0, "eps_spent": up.eps, "images": len(up.y),
-                                                       "clip_norm": clip_norm or cfg.clip_norm,
-                                                       "secret_noise": noise_seed is None}))
+    entry = {"fingerprint": path.stem.removeprefix("upload_"), "t0": up.t0, "eps_spent": up.eps, "images": len(up.y),
+             "clip_norm": clip_norm or cfg.clip_norm, "secret_noise": noise_seed is None, "time": time.time()}
+    (path.with_suffix(".json")).write_text(json.dumps(entry))
+    with open(Path(state_dir) / "ledger.jsonl", "a") as f:  # every release this client ever made, append-only
+        f.write(json.dumps(entry) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     return up, False
+
+
+def ledger_eps_total(state_dir: str | Path) -> float:
+    """The eps of every release in the client's ledger, added up (basic composition: an upper bound when
+    the image sets overlap, e.g. the same patients in two datasets)."""
+    path = Path(state_dir) / "ledger.jsonl"
+    if not path.exists():
+        return 0.0
+    return float(sum(json.loads(line)["eps_spent"] for line in path.read_text().splitlines() if line.strip()))
 
 
 def train_personal(cfg: experiment.ExperimentConfig, seed: int, data: Dataset, t0: int,
