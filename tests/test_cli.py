@@ -37,3 +37,11 @@ def test_python_dash_m():
     r = subprocess.run([sys.executable, "-m", "pfdm_core", "epsilon", "--t0", "690", "--clip", "10", "--delta", "1e-5"],
                        capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "10.24"
+
+
+@pytest.mark.slow
+def test_run_at_the_last_documented_t0(tmp_path, capsys):
+    """--epsilon 0.63 asks t0 = 999 = T - 1 (documented range 1..T-1): it trains and samples."""
+    assert main(["run", "--preset", "smoke", "--methods", "pfdm", "--seeds", "0", "--epsilon", "0.63",
+                 "--out", str(tmp_path)]) == 0
+    assert "pfdm 999" in " ".join(capsys.readouterr().out.split())
