@@ -11,8 +11,9 @@ Everything but the chain is shared: the models (loaded from the checkpoints of n
 `experiment.run` and notebook 10's `personalization.run_study`, trained here when missing), the seeds,
 the samples' starting noise, the metric and its reference. The landed chain is swapped in for the
 "before" pass only (`_landed`), so both passes run the notebooks' own evaluation code. Writes
-runs/<preset>/sampler_before_after.csv and .md (mean over seeds; the paired per-seed difference
-after - before with its std) and prints the table.
+runs/<preset>/sampler_before_after_rows_<part>.csv (one row per seed, chain and setting) and
+runs/<preset>/sampler_before_after.csv and .md, the table over every part run so far (mean over seeds;
+the paired per-seed difference after - before with its std), and prints the table.
 """
 from __future__ import annotations
 
@@ -153,15 +154,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     a = p.parse_args(argv)
     seeds = [int(s) for s in a.seeds.split(",")]
     sweep = [int(s) for s in a.sweep.split(",") if s]
-    frames = []
-    if "04" in a.parts:
-        frames.append(part04(a.preset, seeds, sweep))
-    if "10" in a.parts:
-        frames.append(part10(a.preset, seeds))
-    raw = pd.concat(frames, ignore_index=True)
-    tab = table(raw)
     dest = runs_dir() / a.preset
-    raw.to_csv(dest / "sampler_before_after_rows.csv", index=False)
+    if "04" in a.parts:
+        part04(a.preset, seeds, sweep).to_csv(dest / "sampler_before_after_rows_04.csv", index=False)
+    if "10" in a.parts:
+        part10(a.preset, seeds).to_csv(dest / "sampler_before_after_rows_10.csv", index=False)
+    # the table covers every part run so far (each part's rows are kept in their own file)
+    raw = pd.concat([pd.read_csv(f, dtype={"notebook": str}) for f in sorted(dest.glob("sampler_before_after_rows_*.csv"))],
+                    ignore_index=True)
+    tab = table(raw)
     tab.to_csv(dest / "sampler_before_after.csv", index=False)
     md = tab.assign(diff=[f"{d:+.2f} ± {s:.2f}" for d, s in zip(tab["diff"], tab.diff_std)]).drop(columns="diff_std")
     (dest / "sampler_before_after.md").write_text(markdown(md))
