@@ -1,6 +1,6 @@
 """PFDM's numbers before and after the sampler fix: the same trained models, sampled by both chains.
 
-    python scripts/sampler_before_after.py --preset cpu            # notebooks 04 and 10 (digits)
+    python scripts/sampler_before_after.py --preset cpu            # notebooks 04, 05 (MNIST) and 10
     python scripts/sampler_before_after.py --preset smoke --parts 04
 
 Before (as first landed): the shared model ran DDIM on its own sub-chain (origin t0), which hands the
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -66,31 +66,45 @@ def _near_copies(samples: dict, key: tuple, client_x: torch.Tensor, minority: to
             "near_copies_minor": attacks.memorization(fake[minority], client_x).count}
 
 
+def _both_chains(run) -> dict[str, pd.DataFrame]:
+    """run(name) with the landed chain, then with the fixed one: {"landed": df, "fixed": df}."""
+    out = {}
+    for chain in ("landed", "fixed"):
+        with _landed() if chain == "landed" else nullcontext():
+            out[chain] = run(f"sampler_{chain}")
+    return out
+
+
+def _experiment_rows(cfg, seeds: list[int], out: Path, notebook: str, what: str, suffix: str = "") -> list[dict]:
+    """PFDM of experiment.run over `seeds` and cfg.t0s with both chains, with near-copies of client cfg.client."""
+    y = torch.arange(cfg.net.num_classes).repeat_interleave(cfg.n_per_class)
+    rows = []
+    for chain, df in _both_chains(lambda name: experiment.run(cfg, ["pfdm"], seeds, out, name=name + suffix)).items():
+        samples = torch.load(out / f"sampler_{chain}{suffix}_samples.pt")
+        for r in df.to_dict("records"):
+            me = experiment.make_split(cfg, r["seed"]).clients[cfg.client]
+            rows.append({"notebook": notebook, "what": what, "chain": chain, "seed": r["seed"], "t0": int(r["t0"]),
+                         "eps_thm51": r["eps_thm51"], **{k: r[k] for k in KEYS},
+                         **_near_copies(samples, (r["seed"], "pfdm", r["t0"]), me.x, y >= 5)})
+    return rows
+
+
 def part04(preset: str, seeds: list[int], sweep: list[int]) -> pd.DataFrame:
     """Notebook 04: PFDM at eps = 10 (Theorem 5.1, t0 = 693 at cpu) over `seeds`, and its t0 sweep (first seed)."""
     cfg0 = experiment.preset_config(preset)
     t0 = experiment.t0_for(10.0, cfg0, "thm51")
     out = runs_dir() / preset / "digits"
-    y = torch.arange(cfg0.net.num_classes).repeat_interleave(cfg0.n_per_class)
-    jobs = [(replace(cfg0, t0s=(t0,)), seeds, "table")]
+    rows = _experiment_rows(replace(cfg0, t0s=(t0,)), seeds, out, "04", "table", "_table")
     if sweep:
-        jobs.append((replace(cfg0, t0s=tuple(sweep)), seeds[:1], "sweep"))
-    rows = []
-    for cfg, ss, what in jobs:
-        for chain in ("landed", "fixed"):
-            name = f"sampler_{chain}_{what}"
-            if chain == "landed":
-                with _landed():
-                    df = experiment.run(cfg, ["pfdm"], ss, out, name=name)
-            else:
-                df = experiment.run(cfg, ["pfdm"], ss, out, name=name)
-            samples = torch.load(out / f"{name}_samples.pt")
-            for r in df.to_dict("records"):
-                me = experiment.make_split(cfg, r["seed"]).clients[cfg.client]
-                rows.append({"notebook": "04", "what": what, "chain": chain, "seed": r["seed"], "t0": int(r["t0"]),
-                             "eps_thm51": r["eps_thm51"], **{k: r[k] for k in KEYS},
-                             **_near_copies(samples, (r["seed"], "pfdm", r["t0"]), me.x, y >= 5)})
+        rows += _experiment_rows(replace(cfg0, t0s=tuple(sweep)), seeds[:1], out, "04", "sweep", "_sweep")
     return pd.DataFrame(rows)
+
+
+def part05(preset: str, seeds: list[int]) -> pd.DataFrame:
+    """Notebook 05's MNIST PFDM rows: t0 for eps = 10 per pixel (284 at cpu) and per image (827, C = 28)."""
+    cfg0 = experiment.preset_config(preset, "mnist")
+    t0s = (experiment.t0_for(10.0, cfg0, unit="per-pixel"), experiment.t0_for(10.0, cfg0, unit="per-image"))
+    return pd.DataFrame(_experiment_rows(replace(cfg0, t0s=t0s), seeds, runs_dir() / preset / "mnist", "05", "mnist"))
 
 
 def part10(preset: str, seeds: list[int]) -> pd.DataFrame:
@@ -101,14 +115,9 @@ def part10(preset: str, seeds: list[int]) -> pd.DataFrame:
     recipes = ["paper", personalization.OUR_RECIPE]
     y = torch.arange(cfg.net.num_classes).repeat_interleave(cfg.n_per_class)
     rows = []
-    for chain in ("landed", "fixed"):
-        name = f"sampler_{chain}"
-        if chain == "landed":
-            with _landed():
-                df = personalization.run_study(cfg, seeds, [t0], recipes, out, name=name)
-        else:
-            df = personalization.run_study(cfg, seeds, [t0], recipes, out, name=name)
-        samples = torch.load(out / f"{name}_samples.pt")
+    for chain, df in _both_chains(lambda name: personalization.run_study(cfg, seeds, [t0], recipes, out,
+                                                                         name=name)).items():
+        samples = torch.load(out / f"sampler_{chain}_samples.pt")
         for r in df[df.method == "pfdm"].to_dict("records"):
             me = personalization.make_study_split(cfg, r["seed"]).clients[cfg.client]
             loc = df[(df.method == "local") & (df.recipe == "selected") & (df.seed == r["seed"])].iloc[0]
@@ -148,7 +157,7 @@ def markdown(df: pd.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="cpu")
-    p.add_argument("--parts", nargs="+", default=["04", "10"], choices=["04", "10"])
+    p.add_argument("--parts", nargs="+", default=["04", "05", "10"], choices=["04", "05", "10"])
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--sweep", default="100,300,500", help="notebook 04's extra t0s (first seed); '' skips")
     a = p.parse_args(argv)
@@ -157,6 +166,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     dest = runs_dir() / a.preset
     if "04" in a.parts:
         part04(a.preset, seeds, sweep).to_csv(dest / "sampler_before_after_rows_04.csv", index=False)
+    if "05" in a.parts:  # MNIST: needs the data under a data root; seed 0 only, as notebook 05
+        part05(a.preset, seeds[:1]).to_csv(dest / "sampler_before_after_rows_05.csv", index=False)
     if "10" in a.parts:
         part10(a.preset, seeds).to_csv(dest / "sampler_before_after_rows_10.csv", index=False)
     # the table covers every part run so far (each part's rows are kept in their own file)

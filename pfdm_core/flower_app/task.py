@@ -53,15 +53,10 @@ class AppConfig:
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> AppConfig:
-        known = {f.replace("_", "-") for f in cls.__dataclass_fields__}
-        unknown = set(run_config) - known
-        if unknown:
-            raise ValueError(f"unknown run-config key(s) {sorted(unknown)}; allowed: {sorted(known)}")
-        return cls(**{k.replace("-", "_"): v for k, v in run_config.items()})
+        return _from_config(cls, run_config, "run-config")
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):  # run-config values arrive untyped from TOML / --run-config
-            _check_type(f"run-config {f.name.replace('_', '-')}", getattr(self, f.name), f.type)
+        _check_types(self, "run-config")  # values arrive untyped from TOML / --run-config
         if self.seed < 0:
             raise ValueError(f"run-config seed must be an integer >= 0, got {self.seed}")
         if self.method not in METHODS:
@@ -89,13 +84,24 @@ class AppConfig:
         return Path(self.out_dir) if self.out_dir else runs_dir() / "flower" / self.method
 
 
-def _check_type(name: str, value: Any, kind: str) -> None:
-    """int, float, bool or str (annotations as strings); a float field takes an int, nothing takes a bool but bool."""
-    ok = {"int": isinstance(value, int) and not isinstance(value, bool),
-          "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-          "bool": isinstance(value, bool), "str": isinstance(value, str)}.get(kind.split(" ")[0], True)
-    if not ok:
-        raise ValueError(f"{name} must be {kind}, got {value!r} ({type(value).__name__})")
+def _from_config(cls, config: Mapping[str, Any], what: str):
+    """cls from a Flower config (keys spelled with '-'), refusing unknown keys."""
+    known = {f.replace("_", "-") for f in cls.__dataclass_fields__}
+    unknown = set(config) - known
+    if unknown:
+        raise ValueError(f"unknown {what} key(s) {sorted(unknown)}; allowed: {sorted(known)}")
+    return cls(**{k.replace("-", "_"): v for k, v in config.items()})
+
+
+def _check_types(obj: Any, what: str) -> None:
+    """Every field int, float, bool or str as annotated (a float field takes an int; only bool takes a bool)."""
+    for f in dataclasses.fields(obj):
+        value, kind = getattr(obj, f.name), f.type
+        ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+              "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+              "bool": isinstance(value, bool), "str": isinstance(value, str)}.get(kind.split(" ")[0], True)
+        if not ok:
+            raise ValueError(f"{what} {f.name.replace('_', '-')} must be {kind}, got {value!r} ({type(value).__name__})")
 
 
 @dataclass(frozen=True)
@@ -122,15 +128,10 @@ class NodeSettings:
     def from_node_config(cls, node_config: Mapping[str, Any]) -> NodeSettings:
         if "partition-id" not in node_config:
             raise ValueError("this SuperNode has no partition-id: start it with --node-config 'partition-id=<k>'")
-        known = {f.replace("_", "-") for f in cls.__dataclass_fields__}
-        unknown = set(node_config) - known
-        if unknown:
-            raise ValueError(f"unknown node-config key(s) {sorted(unknown)}; allowed: {sorted(known)}")
-        return cls(**{k.replace("-", "_"): v for k, v in node_config.items()})
+        return _from_config(cls, node_config, "node-config")
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            _check_type(f"node-config {f.name.replace('_', '-')}", getattr(self, f.name), f.type)
+        _check_types(self, "node-config")
         if self.partition_id < 0 or self.eps < 0 or self.clip < 0 or self.insecure_noise_seed < -1:
             raise ValueError(f"node-config partition-id, eps and clip must be >= 0, got {self.partition_id}, "
                              f"{self.eps}, {self.clip}")
