@@ -29,7 +29,7 @@ over x_0 | x_t gives E[ε' | x_t] = sqrt((1 - r) / (1 - ā_t)) E[ε | x_t], so
     ε̂(x_t, t) = sqrt((1 - ā_t) / (1 - ā_t/ā_s)) ε̂'(x_t, t)          (t > s)
 
 and DDIM / DDPM run with origin 0 from T down to s: the step that lands on s keeps the
-noise of x_s instead of collapsing it (tests/test_diffusion.py checks it with Gaussian
+noise of x_s instead of collapsing it (tests/test_pfdm_chain.py checks it with Gaussian
 oracles at the step counts `federated.pfdm_sample` uses).
 """
 from __future__ import annotations

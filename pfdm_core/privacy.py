@@ -19,7 +19,7 @@ Labels are uploaded in the clear: the guarantee covers pixels, not labels.
 from __future__ import annotations
 
 import math
-import secrets
+import os
 
 import numpy as np
 import torch
@@ -81,17 +81,25 @@ def sigma_of(sched: Schedule, t0: int) -> float:
     return math.sqrt((1 - a) / a)
 
 
+def _urandom_uniform(n: int) -> torch.Tensor:
+    """n float64 numbers uniform on (0, 1], 53 random bits each, from os.urandom (the OS's CSPRNG)."""
+    k = np.frombuffer(os.urandom(8 * n), dtype=np.uint64) >> np.uint64(11)
+    return torch.from_numpy((k.astype(np.float64) + 1.0) / 2.0**53)
+
+
 def secret_normal(shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """N(0, I) noise nobody can regenerate: a generator seeded with 64 bits of the operating system's
-    entropy (`secrets`), never with a seed a server could know or search, and (z1 + z2 + z3 + z4) / 2
-    of four draws, as Opacus' secure mode does, so that the low-order bits of one floating-point Gaussian
-    draw, which floating-point attacks on DP noise read (Mironov 2012; Holohan & Braghin 2021), are
-    blurred. The generator itself is a PRNG (torch's Mersenne Twister), not a CSPRNG: its output is
-    never released without the image added, so its state cannot be read back from an upload."""
-    g = torch.Generator(device).manual_seed(secrets.randbits(64))
-    z = sum(torch.randn(shape, generator=g, device=device, dtype=torch.float64) for _ in range(4)) / 2
-    return z.to(dtype)
+    """N(0, I) noise nobody can regenerate: Box-Muller on uniforms from the operating system's CSPRNG
+    (os.urandom), with no seed for a server to know or search, and (z1 + z2 + z3 + z4) / 2 of four such
+    draws, as Opacus' secure mode does, so that the low-order bits of one floating-point Gaussian draw,
+    which floating-point attacks on DP noise read (Mironov 2012; Holohan & Braghin 2021), are blurred.
+    Computed in float64, then cast to `dtype`."""
+    n = math.prod(shape)
+    z = torch.zeros(n, dtype=torch.float64)
+    for _ in range(4):
+        u1, u2 = _urandom_uniform(n), _urandom_uniform(n)
+        z += torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * math.pi * u2)
+    return (z / 2).reshape(shape).to(device=device, dtype=dtype)
 
 
 def privatize(
