@@ -20,6 +20,7 @@ class; accuracy of the classifier on the samples; split into majority / minority
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -97,6 +98,12 @@ class ExperimentConfig:
         if self.partition not in PARTITIONS:
             raise ValueError(f"partition must be one of {PARTITIONS}, got {self.partition!r}")
         self.dp_config()  # validates the DP-SGD fields
+        _check_number("clip_norm", self.clip_norm, 0, 1e6, low_open=True)
+        _check_number("fedavg_fraction", self.fedavg_fraction, 0, 1, low_open=True)
+        for name, lo in (("num_clients", 2), ("majority_per_class", 1), ("minority_per_class", 0), ("T", 2),
+                         ("ddim_steps", 1), ("n_per_class", 1), ("fedavg_rounds", 1), ("classifier_epochs", 1),
+                         ("classifier_train_size", 0)):
+            _check_number(name, getattr(self, name), lo, None, integer=True)
         if not 0 <= self.client < self.num_clients:
             raise ValueError(f"client must be in 0..{self.num_clients - 1}, got {self.client}")
         if self.net.num_classes % 2:
@@ -106,6 +113,18 @@ class ExperimentConfig:
 
     def dp_config(self) -> DPConfig:
         return DPConfig(self.dp_eps, self.delta, self.dp_clip_norm, self.dp_multiplicity, self.dp_accountant)
+
+
+def _check_number(name: str, value, lo: float, hi: float | None, integer: bool = False, low_open: bool = False,
+                  high_open: bool = False) -> None:
+    """One line naming the field, the value and the allowed range (NaN and infinities never pass)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and (value > lo if low_open else value >= lo) and (hi is None or (value < hi if high_open else value <= hi)) \
+        and (not integer or float(value).is_integer())
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        span = f"{'(' if low_open else '['}{lo:g}, {'∞)' if hi is None else f'{hi:g}' + (')' if high_open else ']')}"
+        raise ValueError(f"{name} must be {kind} in {span}, got {value!r}")
 
 
 def _image_net(size: int, channels: int, base: int = 32, num_classes: int = 10) -> UNetConfig:
@@ -365,8 +384,12 @@ def run(cfg: ExperimentConfig, methods: Sequence[str] = METHODS, seeds: Sequence
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; allowed: {', '.join(ALL_METHODS)}")
+    if not methods:
+        raise ValueError(f"methods must list at least one of {', '.join(ALL_METHODS)}, got none")
     if not seeds:
         raise ValueError("seeds must list at least one seed")
+    if len(set(seeds)) != len(seeds) or any(isinstance(s, bool) or int(s) != s or s < 0 for s in seeds):
+        raise ValueError(f"seeds must list distinct integers >= 0, got {list(seeds)}")
     out = Path(out) if out else runs_dir() / cfg.data
     out.mkdir(parents=True, exist_ok=True)
     K = cfg.net.num_classes

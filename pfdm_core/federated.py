@@ -140,6 +140,8 @@ def pfdm_sample(shared: nn.Module, personal: nn.Module, sched: Schedule, t0: int
     theta_m t0..1 (with classifier-free guidance weight `guidance` when theta_m was trained with label
     dropout). DDIM's `num_steps` are split between the segments in proportion to their lengths."""
     t0 = sched.check_step(t0, "t0", 1, sched.T - 1)
+    if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 2:
+        raise ValueError(f"num_steps must be an integer >= 2 (one per segment at least), got {num_steps!r}")
     n_shared, n_personal = split_steps(t0, sched.T, num_steps)
     x_t0 = pfdm_handover(shared, sched, t0, y, shape, sampler, n_shared, seed, batch_size, clip_x0)
     return generate(personal, sched, y, shape, sampler, n_personal, seed=seed + 1, batch_size=batch_size,

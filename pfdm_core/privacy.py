@@ -69,6 +69,8 @@ def sensitivity_norm(unit: str, clip_norm: float, pixels: int = 1) -> float:
 def clip(x: torch.Tensor, clip_norm: float) -> torch.Tensor:
     """Per-image l2 clipping x * min(1, C / ||x||_2) over all non-batch dims."""
     check_positive(clip_norm, "clip_norm")
+    if not torch.isfinite(x).all():
+        raise ValueError("clip: x contains NaN or infinite values")
     norms = x.flatten(1).norm(dim=1).clamp_min(1e-12)  # (B,)
     scale = (clip_norm / norms).clamp(max=1.0)
     return x * scale.view(-1, *([1] * (x.dim() - 1)))  # (B, 1, ..., 1)

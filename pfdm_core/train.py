@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -51,10 +52,19 @@ class TrainResult:
 
 
 def atomic_save(obj: object, path: Path) -> None:
-    """torch.save through a temporary file and a rename: a crash never leaves half a checkpoint."""
+    """torch.save to a temporary file of this process, fsync, then rename: a crash never leaves half a
+    checkpoint, and two processes saving the same path never write into one temporary file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(obj, path.with_suffix(".tmp"))
-    os.replace(path.with_suffix(".tmp"), path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @torch.no_grad()

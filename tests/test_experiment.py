@@ -313,3 +313,28 @@ def test_folder_written_before_a_new_field_is_still_reused(smoke_run, tmp_path):
     experiment.check_folder(folder, cfg)  # accepted
     with pytest.raises(ValueError, match="partition"):
         experiment.check_folder(folder, replace(cfg, partition="iid"))
+
+
+@pytest.mark.parametrize("field, value, msg", [
+    ("clip_norm", float("nan"), r"clip_norm must be a number in \(0, 1e\+06\], got nan"),
+    ("clip_norm", 1e200, r"clip_norm must be a number in \(0, 1e\+06\]"),
+    ("num_clients", 0, r"num_clients must be an integer in \[2, ∞\), got 0"),
+    ("n_per_class", 0, r"n_per_class must be an integer in \[1, ∞\)"),
+    ("delta", 1.0, r"delta must be in the open interval \(0, 1\), got 1.0"),
+    ("ddim_steps", 2.5, r"ddim_steps must be an integer"),
+])
+def test_config_fields_are_checked_with_one_line(field, value, msg):
+    with pytest.raises(ValueError, match=msg):
+        preset_config("smoke", **{field: value})
+
+
+@pytest.mark.parametrize("methods, seeds, msg", [
+    ((), (0,), "methods must list at least one"),
+    (("local",), (0, 0), r"seeds must list distinct integers >= 0, got \[0, 0\]"),
+    (("local",), (-1,), "seeds must list distinct integers >= 0"),
+])
+def test_bad_methods_or_seeds_write_nothing(monkeypatch, tmp_path, methods, seeds, msg):
+    _no_training(monkeypatch)
+    with pytest.raises(ValueError, match=msg):
+        run(tiny(), methods=methods, seeds=seeds, out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

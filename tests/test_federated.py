@@ -397,3 +397,9 @@ def test_union_concatenates_in_client_order():
     a, b = _tiny_data(2, seed=0), _tiny_data(3, seed=1)
     u = union([a, b])
     assert len(u) == 5 and torch.equal(u.x[:2], a.x) and torch.equal(u.y[2:], b.y)
+
+
+def test_pfdm_sample_refuses_fewer_than_two_steps():
+    m = UNet(UNetConfig(base_channels=8))
+    with pytest.raises(ValueError, match="num_steps must be an integer >= 2"):
+        pfdm_sample(m, m, S, 693, torch.zeros(2, dtype=torch.long), (2, 1, 8, 8), num_steps=0)

@@ -112,3 +112,8 @@ def test_bad_targets_and_images():
         privatize(torch.zeros(4), 10, S)
     with pytest.raises(ValueError, match="t0 must be"):
         privatize(torch.zeros(2, 3), 1000, S)
+
+
+def test_clip_refuses_nan():
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        clip(torch.tensor([[float("nan"), 0.0]]), 1.0)

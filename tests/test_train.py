@@ -44,9 +44,7 @@ def test_resume_from_checkpoint_equals_uninterrupted(tmp_path):
 
 
 def _checkpoint_after(tmp_path, x, y, cfg):
-    """Run `cfg` but stop after its first checkpoint, copying it to run.pt."""
-    import shutil
-
+    """Run `cfg` but stop after its first checkpoint, keeping what it saved as run.pt."""
     class Stop(Exception):
         pass
 
@@ -54,7 +52,7 @@ def _checkpoint_after(tmp_path, x, y, cfg):
     orig = torch.save
 
     def save_then_stop(obj, f, *a, **k):
-        orig(obj, f, *a, **k)
+        orig(obj, tmp_path / "run.pt", *a, **k)
         raise Stop
 
     torch.save = save_then_stop
@@ -64,7 +62,7 @@ def _checkpoint_after(tmp_path, x, y, cfg):
         pass
     finally:
         torch.save = orig
-    shutil.copy(ck.with_suffix(".tmp"), tmp_path / "run.pt")
+    assert not ck.exists() and not list(tmp_path.glob(".partial.pt.*"))  # a killed save leaves nothing behind
     return tmp_path / "run.pt"
 
 
