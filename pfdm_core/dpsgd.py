@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from .diffusion import diffusion_loss
 from .privacy import check_delta, check_positive
 from .schedule import Schedule
-from .train import TrainConfig, atomic_save, ema_update
+from .train import TrainConfig, atomic_save, ema_update, load_checkpoint
 
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 
@@ -151,7 +151,7 @@ def train_dpsgd(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.Ten
     start, path = 0, Path(checkpoint) if checkpoint else None
     fingerprint = dict(config=asdict(config), dp=asdict(dp), n=n)
     if path and path.exists():  # resume
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
         if state["fingerprint"] != fingerprint:
             raise ValueError(f"checkpoint {path} was written with another TrainConfig/DPConfig/data size; delete it")
         model.load_state_dict(state["model"])

@@ -28,7 +28,7 @@ from .diffusion import FullChainEps, generate
 from .privacy import clip, epsilon, privatize
 from .schedule import Schedule
 from .server import ModelFactory, Upload, server_train_shared
-from .train import TrainConfig, atomic_save, train
+from .train import TrainConfig, atomic_save, load_checkpoint, train
 
 
 def client_upload(data: Dataset, t0: int, sched: Schedule, clip_norm: float, seed: int | None = None,
@@ -88,7 +88,7 @@ def train_fedavg(datasets: Sequence[Dataset], make_model: ModelFactory, sched: S
     model = make_model()
     start, path = 0, Path(checkpoint) if checkpoint else None
     if path and path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
         model.load_state_dict(state["model"])
         start = state["round"]
     g = torch.Generator().manual_seed(config.seed)

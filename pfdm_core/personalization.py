@@ -41,7 +41,7 @@ from .federated import client_upload, pfdm_sample, server_train_shared, union
 from .privacy import clip, epsilon
 from .schedule import Schedule
 from .selection import ValidationLoss, stratified_holdout, train_selected
-from .train import TrainConfig, check_config_folder
+from .train import TrainConfig, check_config_folder, load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -242,7 +242,7 @@ def validation_table(cfg: ExperimentConfig, out: Path, seed: int, t0: int, recip
         path = Path(out) / f"seed{seed}" / f"{_personal_name(cfg, t0, name)}.best.pt"
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: run run_study for recipe {name!r} at t0 = {t0} first")
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
         rows.append({"recipe": name, "validation_loss": state["loss"], "steps_used": state["step"]})
     return pd.DataFrame(rows).sort_values("validation_loss", ignore_index=True)
 

@@ -40,7 +40,7 @@ from .federated import union
 from .metrics import precision_recall
 from .schedule import Schedule
 from .server import ModelFactory
-from .train import TrainConfig, atomic_save, train
+from .train import TrainConfig, atomic_save, load_checkpoint, train
 
 PARTITIONS = ("iid", "dirichlet", "cluster")
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], float]  # (samples, labels) -> precision, higher is better
@@ -225,7 +225,7 @@ def train_phoenix(datasets: Sequence[Dataset], make_model: ModelFactory, sched: 
     start, path = 0, Path(checkpoint) if checkpoint else None
     fingerprint = dict(config=asdict(config), phoenix=asdict(ph), sizes=[len(d) for d in datasets])
     if path and path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
         if state["fingerprint"] != fingerprint:
             raise ValueError(f"checkpoint {path} was written with another configuration; delete it to restart")
         model.load_state_dict(state["model"])

@@ -67,6 +67,16 @@ def atomic_save(obj: object, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint written by `atomic_save`, or one line naming the file when it cannot be read (truncated,
+    empty, not a checkpoint): delete it to restart from scratch."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # zip reader, unpickler and EOF errors all mean the same thing here
+        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                         "delete it to train again from scratch") from None
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module | None, model: nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model, parameter by parameter (no-op without an EMA copy)."""
@@ -127,7 +137,7 @@ def train(
     start = 0
     path = Path(checkpoint) if checkpoint else None
     if path and path.exists():  # resume
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
         if state["config"] != asdict(config):
             raise ValueError(f"checkpoint {path} was written with another TrainConfig; delete it to restart")
         model.load_state_dict(state["model"])

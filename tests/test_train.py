@@ -91,3 +91,12 @@ def test_bad_training_inputs():
         TrainConfig(lr=0)
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         digits_ddpm("huge")
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"not a checkpoint"])
+def test_unreadable_checkpoint_is_named_in_one_line(tmp_path, content):
+    x, y = _data()
+    ck = tmp_path / "broken.pt"
+    ck.write_bytes(content)
+    with pytest.raises(ValueError, match=r"checkpoint .*broken\.pt cannot be read .*delete it"):
+        train(_model(), S, x, y, 1, 1000, config=TrainConfig(steps=2, batch_size=8), checkpoint=ck, progress=False)
