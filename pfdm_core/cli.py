@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--clip", type=float, default=10.0, help="per-image l2 clip norm C (default 10)")
+    p.add_argument("--clip", type=float, default=None, help="per-image l2 clip norm C (default 10; not with --per-pixel)")
     p.add_argument("--delta", type=float, default=1e-5, help="delta in (0, 1) (default 1e-5)")
     p.add_argument("--accountant", choices=ACCOUNTANTS, default="thm51",
                    help="thm51: the paper's Theorem 5.1 (default); analytic: Balle & Wang 2018")
@@ -104,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"{args.name} is in {download(args.name)}")
             return 0
-        kw = dict(clip_norm=args.clip, delta=args.delta, accountant=args.accountant,
+        if args.per_pixel and args.clip is not None:
+            raise ValueError("--clip has no effect with --per-pixel (the per-pixel unit bounds one pixel in [-1, 1]); "
+                             "drop one of them")
+        if not args.per_pixel and args.pixels != 1:
+            raise ValueError("--pixels only applies with --per-pixel")
+        kw = dict(clip_norm=10.0 if args.clip is None else args.clip, delta=args.delta, accountant=args.accountant,
                   unit="per-pixel" if args.per_pixel else "per-image", pixels=args.pixels)
         sched = Schedule(args.T, args.schedule)
         if args.command == "epsilon":

@@ -24,6 +24,9 @@ def test_cli_values(argv, out, capsys):
     (["t0", "--epsilon", "-3"], "epsilon must be a finite number > 0"),
     (["epsilon", "--t0", "abc"], "invalid int value"),
     (["epsilon"], "required: --t0"),
+    (["epsilon", "--t0", "100", "--per-pixel", "--clip", "5"], "--clip has no effect with --per-pixel"),
+    (["epsilon", "--t0", "100", "--pixels", "4"], "--pixels only applies with --per-pixel"),
+    (["epsilon", "--t0", "100", "--clip", "nan"], "clip_norm must be a finite number > 0, got nan"),
 ])
 def test_cli_errors_one_line_exit_2(argv, msg, capsys):
     with pytest.raises(SystemExit) as e:
