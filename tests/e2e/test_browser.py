@@ -106,9 +106,10 @@ class Deadline:
 
 def cli_eps(t0: int, clip: float) -> dict[str, str]:
     """The four eps of `python -m pfdm_core epsilon` at (t0, C), delta 1e-5, as the widget prints them."""
-    procs = {cls: subprocess.Popen([sys.executable, "-m", "pfdm_core", "epsilon", "--t0", str(t0), "--clip",
-                                    f"{clip:g}", *extra], cwd=REPO, stdout=subprocess.PIPE, text=True)
-             for cls, extra in EPS_CLASSES.items()}
+    procs = {cls: subprocess.Popen([sys.executable, "-m", "pfdm_core", "epsilon", "--t0", str(t0),
+                                    *([] if "--per-pixel" in extra else ["--clip", f"{clip:g}"]), *extra],
+                                   cwd=REPO, stdout=subprocess.PIPE, text=True)
+             for cls, extra in EPS_CLASSES.items()}  # the per-pixel unit takes no C (the CLI refuses one)
     out = {}
     for cls, p in procs.items():
         stdout, _ = p.communicate(timeout=120)
