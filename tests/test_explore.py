@@ -20,8 +20,8 @@ def x() -> torch.Tensor:
 
 
 def cli_eps(capsys, t0: int, clip: float, delta: float, accountant: str, per_pixel: bool = False) -> str:
-    args = ["epsilon", "--t0", str(t0), "--clip", str(clip), "--delta", str(delta), "--accountant", accountant]
-    cli.main(args + (["--per-pixel"] if per_pixel else []))
+    args = ["epsilon", "--t0", str(t0), "--delta", str(delta), "--accountant", accountant]
+    cli.main(args + (["--per-pixel"] if per_pixel else ["--clip", str(clip)]))  # the per-pixel unit takes no C
     return capsys.readouterr().out.strip()
 
 
