@@ -13,7 +13,7 @@ import os
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import torch
 from torch import nn
@@ -51,20 +51,25 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # one per step
 
 
-def atomic_save(obj: object, path: Path) -> None:
-    """torch.save to a temporary file of this process, fsync, then rename: a crash never leaves half a
-    checkpoint, and two processes saving the same path never write into one temporary file."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """write(f) into a temporary file of this process and thread, fsync, then rename onto `path`: a crash never
+    leaves half a file, two writers never share a temporary file, and a failed write leaves nothing behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_save(obj: object, path: Path) -> None:
+    """torch.save through `atomic_write`: a crash never leaves half a checkpoint."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -33,6 +33,7 @@ from pfdm_core.flower_app import task  # noqa: E402
 from pfdm_core.privacy import epsilon  # noqa: E402
 from pfdm_core.schedule import Schedule  # noqa: E402
 from pfdm_core.server import Upload, check_upload  # noqa: E402
+from pfdm_core.train import atomic_write  # noqa: E402
 
 app = ServerApp()
 
@@ -74,18 +75,10 @@ class AuditGrid:
 
     def save(self, out: Path) -> None:
         """audit.jsonl and audit.npz, each replaced atomically (written to a temporary file, fsynced, renamed)."""
-        _atomic_write(out / "audit.jsonl", lambda f: f.write("".join(json.dumps(row) + "\n" for row in self.log).encode()))
+        atomic_write(out / "audit.jsonl", lambda f: f.write("".join(json.dumps(row) + "\n" for row in self.log).encode()))
         if self.audit:
-            _atomic_write(out / "audit.npz", lambda f: np.savez(f, *self.arrays))
+            atomic_write(out / "audit.npz", lambda f: np.savez(f, *self.arrays))
 
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @app.main()
