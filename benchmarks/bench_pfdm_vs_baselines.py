@@ -26,11 +26,12 @@ import common  # noqa: E402
 import torch  # noqa: E402
 
 from pfdm_core import experiment  # noqa: E402
-from pfdm_core.data import REPO_ROOT, client_classes  # noqa: E402
-from pfdm_core.diffusion import diffusion_loss  # noqa: E402
-from pfdm_core.federated import client_train_personal, client_upload, pfdm_sample, server_train_shared  # noqa: E402
-from pfdm_core.nets import UNet, count_parameters  # noqa: E402
-from pfdm_core.schedule import Schedule  # noqa: E402
+from pfdm_core.core.paths import REPO_ROOT  # noqa: E402
+from pfdm_core.data.partition import client_classes
+from pfdm_core.core.diffusion import diffusion_loss  # noqa: E402
+from pfdm_core.methods.pfdm import client_train_personal, client_upload, pfdm_sample, server_train_shared  # noqa: E402
+from pfdm_core.core.nets import UNet, count_parameters  # noqa: E402
+from pfdm_core.core.schedule import Schedule  # noqa: E402
 
 BYTES_PRESETS = [("digits", "cpu"), ("mnist", "cpu"), ("cmnist", "cpu"), ("mnist", "paper"), ("cifar10", "paper")]
 

@@ -1,6 +1,6 @@
 """Sampling: DDPM (1000 steps) vs DDIM at 10 / 25 / 50 / 100 steps on the digits DDPM — time and FID.
 
-The model is the cached digits DDPM of notebook 02 (`recipes.digits_ddpm`, preset `cpu`; trained
+The model is the cached digits DDPM of notebook 02 (`studies.digits_ddpm`, preset `cpu`; trained
 once, about 2.5 min, when runs/checkpoints lacks it) and the classifier FID its cached digits
 classifier, against the held-out test digits (all classes pooled). Time: every sampler on the
 same batch, interleaved, median of repeats, as a ratio to DDPM's time (the reference). Quality:
@@ -18,8 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import torch  # noqa: E402
 
-from pfdm_core import metrics, recipes  # noqa: E402
-from pfdm_core.diffusion import generate  # noqa: E402
+from pfdm_core.evaluation import metrics
+from pfdm_core.data.small import digits_split  # noqa: E402
+from pfdm_core.evaluation.classifier import digits_classifier  # noqa: E402
+from pfdm_core.studies.digits_ddpm import digits_ddpm  # noqa: E402
+from pfdm_core.core.diffusion import generate  # noqa: E402
 from pfdm_core.experiment import ExperimentConfig  # noqa: E402
 
 DDIM_STEPS = (10, 25, 50, 100)
@@ -39,9 +42,9 @@ def main(argv=None) -> dict:
     machine = common.machine()
     preset = "smoke" if args.quick else "cpu"
     n_per_class, time_batch, repeats = (2, 4, 1) if args.quick else (30, 50, 3)
-    model, sched, _ = recipes.digits_ddpm(preset, 0, progress=False)
-    clf = recipes.digits_classifier(0, 1 if args.quick else 30)
-    _, test = recipes.digits_split(0)
+    model, sched, _ = digits_ddpm(preset, 0, progress=False)
+    clf = digits_classifier(0, 1 if args.quick else 30)
+    _, test = digits_split(0)
     shape = (1, 8, 8)
     samplers = [("ddpm", sched.T)] + [("ddim", k) for k in DDIM_STEPS]
 
@@ -65,8 +68,8 @@ def main(argv=None) -> dict:
                      "fid": ev["fid"], "accuracy": ev["accuracy"], "median_s_timing_batch": med,
                      "wall_s_quality_run": wall})
     # generate() slices the network's batch on CPU (same samples): one batch of 1000 vs the default
-    from pfdm_core.nets import UNet, UNetConfig
-    from pfdm_core.schedule import Schedule
+    from pfdm_core.core.nets import UNet, UNetConfig
+    from pfdm_core.core.schedule import Schedule
 
     torch.manual_seed(0)
     big = UNet(UNetConfig(28, 1, 32, (1, 2, 2))).eval()  # the MNIST cpu network (random weights: same cost)

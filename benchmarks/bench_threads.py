@@ -29,9 +29,9 @@ def worker(threads: int, steps: int, batch: int, data: str = "mnist") -> None:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from pfdm_core.diffusion import diffusion_loss
-    from pfdm_core.nets import UNet, UNetConfig
-    from pfdm_core.schedule import Schedule
+    from pfdm_core.core.diffusion import diffusion_loss
+    from pfdm_core.core.nets import UNet, UNetConfig
+    from pfdm_core.core.schedule import Schedule
 
     if threads:
         torch.set_num_threads(threads)
@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import common
 
-    from pfdm_core import omp
+    from pfdm_core.core import omp
 
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--busy", type=int, default=2, help="spinning processes of the loaded condition (0: skip it)")

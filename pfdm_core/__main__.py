@@ -1,5 +1,9 @@
 import sys
 
-from .cli import main
+from pfdm_core.core import omp
+
+omp.apply()  # before torch loads (pfdm_core.core.omp)
+
+from pfdm_core.cli import main  # noqa: E402
 
 sys.exit(main())

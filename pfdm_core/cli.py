@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .privacy import ACCOUNTANTS, epsilon, t0_for_epsilon
-from .schedule import SCHEDULES, Schedule
+from pfdm_core.privacy.mechanism import ACCOUNTANTS, epsilon, t0_for_epsilon
+from pfdm_core.core.schedule import SCHEDULES, Schedule
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,9 +72,9 @@ def _run(args: argparse.Namespace) -> int:
     """`run`: the Table-1 experiment without Jupyter (resumes from the run folder)."""
     from dataclasses import replace
 
-    from .experiment import preset_config, run, summarize, t0_for
-    from .presets import resolve
-    from .recipes import runs_dir
+    from pfdm_core.experiment import preset_config, run, summarize, t0_for
+    from pfdm_core.core.presets import resolve
+    from pfdm_core.core.paths import runs_dir
 
     preset = resolve(args.preset)
     cfg = preset_config(preset, args.data, num_clients=args.clients)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "download":
-            from .datasets import download
+            from pfdm_core.data.images import download
 
             print(f"{args.name} is in {download(args.name)}")
             return 0
@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{epsilon(args.t0, sched, **kw):.2f}")
         else:
             print(t0_for_epsilon(args.epsilon, sched, **kw))
-    except (ValueError, FileNotFoundError) as err:
-        parser.error(str(err).splitlines()[0] if isinstance(err, ValueError) else str(err))
+    except FileNotFoundError as err:  # missing data: the message lists every root it looked in
+        parser.error(str(err))
+    except (ValueError, OSError, ArithmeticError) as err:  # bad input, failed download, diverged training
+        parser.error(str(err).splitlines()[0])
     return 0

@@ -19,7 +19,6 @@ class; accuracy of the classifier on the samples; split into majority / minority
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -32,32 +31,27 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import datasets, metrics
-from .data import Dataset, client_classes, cluster_partition
-from .diffusion import generate
-from .federated import (
-    client_train_personal,
-    client_upload,
-    pfdm_sample,
-    server_train_shared,
-    train_fedavg,
-    train_full,
-    union,
-)
-from .dpsgd import DPConfig, train_dpsgd
-from .nets import UNet, UNetConfig
-from .phoenix import PARTITIONS, STRATEGIES, knn_precision_score, train_phoenix
-from .phoenix import partition as index_partition
-from .presets import choose
-from .privacy import epsilon as eps_of
-from .privacy import t0_for_epsilon
-from .recipes import cached_classifier, digits_classifier, runs_dir
-from .schedule import Schedule
-from .train import TrainConfig, check_config_folder, device
+from pfdm_core.core import paths
+from pfdm_core.core.checkpoint import atomic_save, check_config_folder, write_json, write_text
+from pfdm_core.core.nets import UNet, UNetConfig
+from pfdm_core.core.presets import choose
+from pfdm_core.core.schedule import Schedule
+from pfdm_core.core.train import TrainConfig, device
+from pfdm_core.data import images as datasets
+from pfdm_core.data.partition import PARTITIONS, client_classes, cluster_partition
+from pfdm_core.data.partition import partition as index_partition
+from pfdm_core.data.small import Dataset, union
+from pfdm_core.evaluation import metrics
+from pfdm_core.evaluation.classifier import cached_classifier, digits_classifier
+from pfdm_core.evaluation.client import evaluate_client, summarize  # noqa: F401  (re-exported: the tables)
+from pfdm_core.methods import registry
+from pfdm_core.methods.fedavg import PhoenixConfig
+from pfdm_core.privacy.dpsgd import DPConfig
+from pfdm_core.privacy.mechanism import epsilon as eps_of
+from pfdm_core.privacy.mechanism import t0_for_epsilon
 
-METHODS = ("pfdm", "local", "central", "fedavg")  # the default table (Table 1)
-PHOENIX = {"phoenix_sharing": "sharing", "phoenix_personal": "personal", "phoenix_filter": "personal_filter"}
-ALL_METHODS = (*METHODS, "dpsgd", *PHOENIX)
+METHODS = registry.TABLE1  # the default table (Table 1)
+ALL_METHODS = tuple(registry.METHODS)
 DATASETS = datasets.NAMES
 
 
@@ -93,23 +87,29 @@ class ExperimentConfig:
     phoenix_filter_reference: int = 500  # images of the public pool (split.train) scoring the filter
 
     def __post_init__(self) -> None:
+        """Every field checked here, once, before anything is written or trained (one line per problem)."""
         if self.data not in DATASETS:
             raise ValueError(f"data must be one of {DATASETS}, got {self.data!r}")
         if self.partition not in PARTITIONS:
             raise ValueError(f"partition must be one of {PARTITIONS}, got {self.partition!r}")
-        self.dp_config()  # validates the DP-SGD fields
-        _check_number("clip_norm", self.clip_norm, 0, 1e6, low_open=True)
-        _check_number("fedavg_fraction", self.fedavg_fraction, 0, 1, low_open=True)
         for name, lo in (("num_clients", 2), ("majority_per_class", 1), ("minority_per_class", 0), ("T", 2),
                          ("ddim_steps", 1), ("n_per_class", 1), ("fedavg_rounds", 1), ("classifier_epochs", 1),
-                         ("classifier_train_size", 0)):
+                         ("classifier_train_size", 0), ("dp_multiplicity", 1), ("phoenix_filter_reference", 1)):
             _check_number(name, getattr(self, name), lo, None, integer=True)
-        if not 0 <= self.client < self.num_clients:
-            raise ValueError(f"client must be in 0..{self.num_clients - 1}, got {self.client}")
+        _check_number("client", self.client, 0, self.num_clients - 1, integer=True)
+        _check_number("clip_norm", self.clip_norm, 0, 1e6, low_open=True)
+        _check_number("delta", self.delta, 0, 1, low_open=True, high_open=True)
+        _check_number("fedavg_fraction", self.fedavg_fraction, 0, 1, low_open=True)
+        _check_number("dirichlet_alpha", self.dirichlet_alpha, 0, None, low_open=True)
+        _check_number("dp_eps", self.dp_eps, 0, None, low_open=True)
+        _check_number("dp_clip_norm", self.dp_clip_norm, 0, None, low_open=True)
+        self.dp_config()  # the accountant's name
         if self.net.num_classes % 2:
             raise ValueError(f"the two-cluster split needs an even number of classes, got {self.net.num_classes}")
+        if not isinstance(self.t0s, tuple) or not self.t0s:
+            raise ValueError(f"t0s must be a non-empty tuple of steps in 1..{self.T - 1}, got {self.t0s!r}")
         for t0 in self.t0s:
-            Schedule(self.T).check_step(t0, "t0", 1, self.T - 1)
+            _check_number("t0", t0, 1, self.T - 1, integer=True)
 
     def dp_config(self) -> DPConfig:
         return DPConfig(self.dp_eps, self.delta, self.dp_clip_norm, self.dp_multiplicity, self.dp_accountant)
@@ -252,44 +252,11 @@ def make_split(cfg: ExperimentConfig, seed: int) -> Split:
 
 
 def metric_classifier(cfg: ExperimentConfig, split: Split, seed: int) -> metrics.Classifier:
-    """The feature network of the classifier FID for cfg.data (trained once per seed, then cached)."""
+    """The feature network of the classifier FID for cfg.data (trained once per seed and data, then cached)."""
     if cfg.data == "digits":
         return digits_classifier(seed, cfg.classifier_epochs)
-    c, s, k = cfg.net.in_channels, cfg.net.image_size, cfg.net.num_classes
-    name = f"{cfg.data}{s}_classifier_seed{seed}_e{cfg.classifier_epochs}_n{len(split.train)}"
-    return cached_classifier(name, (c, s, k), lambda: metrics.train_classifier(
-        split.train.x, split.train.y, epochs=cfg.classifier_epochs, seed=seed, progress=True))
-
-
-def evaluate_client(clf: metrics.Classifier, fake: torch.Tensor, fake_y: torch.Tensor, test: Dataset,
-                    majority: Sequence[int], extras: dict[str, Callable[[torch.Tensor], float]] | None = None,
-                    test_features: np.ndarray | None = None, inception_net: nn.Module | None = None,
-                    ) -> tuple[dict, list[dict]]:
-    """Per-class metrics of samples (fake, fake_y) against the test images of each class.
-
-    `extras` {name: f(fake_c) -> float} adds columns (e.g. Colorized MNIST's colour match);
-    `test_features` = metrics.embed(clf, test.x), computed once when many runs share a reference;
-    `inception_net` (`inception.InceptionFeatures`) adds the standard Inception FID, "fid_inception"."""
-    extras = extras or {}
-    feats = metrics.embed(clf, test.x) if test_features is None else test_features
-    rows = []
-    for c in range(int(test.y.max()) + 1):
-        real_c, fake_c = test.x[test.y == c], fake[fake_y == c]
-        row = {"class": c, "group": "majority" if c in majority else "minority",
-               **metrics.evaluate(clf, real_c, fake_c, fake_y[fake_y == c], real_features=feats[(test.y == c).numpy()])}
-        if inception_net is not None:
-            from .inception import inception_fid
-
-            row["fid_inception"] = inception_fid(real_c, fake_c, net=inception_net)
-        rows.append({**row, **{name: f(fake_c) for name, f in extras.items()}})
-    df = pd.DataFrame(rows)
-    summary = {}
-    keys = ["fid", "kid", "precision", "recall", "accuracy", *extras] + (["fid_inception"] if inception_net is not None else [])
-    for key in keys:
-        summary[f"{key}_major"] = float(df[df.group == "majority"][key].mean())
-        summary[f"{key}_minor"] = float(df[df.group == "minority"][key].mean())
-        summary[f"{key}_avg"] = float(df[key].mean())
-    return summary, rows
+    return cached_classifier(f"{cfg.data}{cfg.net.image_size}_classifier_seed{seed}_e{cfg.classifier_epochs}",
+                             split.train, cfg.classifier_epochs, seed, progress=True)
 
 
 def extra_metrics(cfg: ExperimentConfig) -> dict[str, Callable[[torch.Tensor], float]]:
@@ -309,59 +276,41 @@ def model_factory(cfg: ExperimentConfig, seed: int):
     return make
 
 
+def context(cfg: ExperimentConfig, split: Split, seed: int, t0: int | None, folder: Path,
+            progress: bool = True) -> registry.Context:
+    """What every method of `registry.METHODS` needs for one (seed, t0) run of this config."""
+    def score():  # Phoenix's filter: precision against public images (split.train), never the test reference
+        clf = metric_classifier(cfg, split, seed)
+        ref = split.train.x[torch.randperm(len(split.train), generator=torch.Generator().manual_seed(seed))
+                            [:cfg.phoenix_filter_reference]]
+        return metrics.knn_precision_score(ref, lambda x: metrics.embed(clf, x))
+
+    return registry.Context(
+        clients=split.clients, client=cfg.client, make_model=model_factory(cfg, seed), sched=Schedule(cfg.T),
+        train=replace(cfg.train, seed=seed, checkpoint_every=max(1, cfg.train.steps // 4)), folder=Path(folder),
+        seed=seed, t0=t0, clip_norm=cfg.clip_norm, delta=cfg.delta,
+        fedavg=PhoenixConfig(cfg.fedavg_rounds, cfg.fedavg_fraction), dp=cfg.dp_config(), pool=split.train,
+        score=score, progress=progress)
+
+
 def train_method(method: str, cfg: ExperimentConfig, split: Split, seed: int, t0: int | None, folder: Path,
                  progress: bool = True, info: dict | None = None) -> dict[str, nn.Module]:
-    """Train (or load from `folder`) the models of one method for client cfg.client.
+    """Train (or load from `folder`) the models of one method for client cfg.client (`registry.METHODS`).
 
     `info`, when given, receives what the method reports beyond its models (DP-SGD's accountant
     eps and noise multiplier, the clients Phoenix's filter disconnected)."""
-    info = {} if info is None else info
-    sched, make = Schedule(cfg.T), model_factory(cfg, seed)
-    tc = replace(cfg.train, seed=seed, checkpoint_every=max(1, cfg.train.steps // 4))
-    me = split.clients[cfg.client]
-    if method == "pfdm":
-        uploads = [client_upload(d, t0, sched, cfg.clip_norm, seed=seed * 100 + m, delta=cfg.delta)
-                   for m, d in enumerate(split.clients)]  # each client privatizes once
-        shared = server_train_shared(uploads, make, sched, tc, folder / f"pfdm_shared_t0{t0}.pt", progress)
-        personal = client_train_personal(me, t0, make, sched, tc, cfg.clip_norm,
-                                         folder / f"pfdm_personal_c{cfg.client}_t0{t0}.pt", progress)
-        return {"shared": shared, "personal": personal}
-    if method == "local":
-        return {"model": train_full(me, make, sched, tc, folder / f"local_c{cfg.client}.pt", progress, "local-only")}
-    if method == "central":
-        return {"model": train_full(union(split.clients), make, sched, tc, folder / "central.pt", progress, "centralized")}
-    if method == "fedavg":
-        return {"model": train_fedavg(split.clients, make, sched, tc, cfg.fedavg_rounds, cfg.fedavg_fraction,
-                                      folder / "fedavg.pt", progress)}
-    if method == "dpsgd":
-        dp = cfg.dp_config()
-        pooled = union(split.clients)
-        res = train_dpsgd(make(), sched, pooled.x, pooled.y, tc, dp,
-                          folder / f"dpsgd_eps{dp.eps:g}_K{dp.multiplicity}_C{dp.clip_norm:g}_{dp.accountant}.pt",
-                          progress, desc=f"DP-SGD (eps={dp.eps:g})")
-        info.update(dp_eps_spent=res.eps, dp_noise_multiplier=res.noise_multiplier, dp_sample_rate=res.sample_rate)
-        return {"model": res.model}
-    if method in PHOENIX:
-        strategy = replace(STRATEGIES[PHOENIX[method]], rounds=cfg.fedavg_rounds, client_fraction=cfg.fedavg_fraction)
-        score = None
-        if strategy.filter_k:  # precision against public images (split.train), never the test reference
-            clf = metric_classifier(cfg, split, seed)
-            ref = split.train.x[torch.randperm(len(split.train), generator=torch.Generator().manual_seed(seed))
-                                [:cfg.phoenix_filter_reference]]
-            score = knn_precision_score(ref, lambda x: metrics.embed(clf, x))
-        res = train_phoenix(split.clients, make, sched, tc, strategy, score, pool=split.train,  # G: public images
-                            checkpoint=folder / f"{method}.pt", progress=progress)
-        info.update(disconnected=res.disconnected)
-        return {"model": res.client_model(cfg.client)}
-    raise ValueError(f"unknown method {method!r}; allowed: {', '.join(ALL_METHODS)}")
+    ctx = context(cfg, split, seed, t0, folder, progress)
+    models = registry.get(method).train(ctx)
+    if info is not None:
+        info.update(ctx.info)
+    return models
 
 
 def sample_method(method: str, models: dict[str, nn.Module], cfg: ExperimentConfig, y: torch.Tensor,
                   t0: int | None, seed: int) -> torch.Tensor:
-    sched, shape = Schedule(cfg.T), (len(y), cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size)
-    if method == "pfdm":
-        return pfdm_sample(models["shared"], models["personal"], sched, t0, y, shape, "ddim", cfg.ddim_steps, seed)
-    return generate(models["model"], sched, y, shape, "ddim", cfg.ddim_steps, seed=seed)
+    """Samples of labels y from a method's trained models (DDIM with cfg.ddim_steps)."""
+    shape = (len(y), cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size)
+    return registry.sample(method, models, Schedule(cfg.T), y, shape, cfg.ddim_steps, seed, t0)
 
 
 # fields that change what is trained (the others only change sampling and evaluation) ...
@@ -390,12 +339,12 @@ def run(cfg: ExperimentConfig, methods: Sequence[str] = METHODS, seeds: Sequence
         raise ValueError("seeds must list at least one seed")
     if len(set(seeds)) != len(seeds) or any(isinstance(s, bool) or int(s) != s or s < 0 for s in seeds):
         raise ValueError(f"seeds must list distinct integers >= 0, got {list(seeds)}")
-    out = Path(out) if out else runs_dir() / cfg.data
+    out = Path(out) if out else paths.runs_dir() / cfg.data
     out.mkdir(parents=True, exist_ok=True)
     K = cfg.net.num_classes
     majority, _ = client_classes(cfg.client, cfg.num_clients, K)
     rows, class_rows, samples = [], [], {}
-    jobs = [(s, m, t0) for s in seeds for m in methods for t0 in (cfg.t0s if m == "pfdm" else (None,))]
+    jobs = [(s, m, t0) for s in seeds for m in methods for t0 in (cfg.t0s if registry.get(m).uses_t0 else (None,))]
     sched = Schedule(cfg.T)
     for seed in seeds:
         check_folder(out / f"seed{seed}", cfg)
@@ -426,33 +375,22 @@ def run(cfg: ExperimentConfig, methods: Sequence[str] = METHODS, seeds: Sequence
         if keep_samples:
             samples[(seed, method, t0)] = fake
     df = pd.DataFrame(rows)
-    df.to_csv(out / f"{name}.csv", index=False)
-    pd.DataFrame(class_rows).to_csv(out / f"{name}_per_class.csv", index=False)
-    (out / f"{name}.json").write_text(json.dumps({"config": _jsonable(asdict(cfg)), "rows": rows}, indent=1))
+    write_text(out / f"{name}.csv", df.to_csv(index=False))
+    write_text(out / f"{name}_per_class.csv", pd.DataFrame(class_rows).to_csv(index=False))
+    write_json(out / f"{name}.json", {"config": _jsonable(asdict(cfg)), "rows": rows})
     if keep_samples:
-        torch.save(samples, out / f"{name}_samples.pt")
+        atomic_save(samples, out / f"{name}_samples.pt")
     return df
 
 
 def _inception() -> nn.Module | None:
     """The FID Inception network when $PFDM_INCEPTION names a local weights file, else None
     (results then carry the classifier FID only, as labelled in every table)."""
-    import os
-
-    if not os.environ.get("PFDM_INCEPTION"):
+    if not paths.inception_weights():
         return None
-    from .inception import InceptionFeatures
+    from pfdm_core.evaluation.inception import InceptionFeatures
 
     return InceptionFeatures()
-
-
-def summarize(df: pd.DataFrame, keys: Sequence[str] = ("fid_major", "fid_minor", "fid_avg")) -> pd.DataFrame:
-    """mean +- std over seeds per (method, t0), as 'm ± s' strings, and the number of seeds."""
-    g = df.fillna({"t0": -1}).groupby(["method", "t0"], sort=False)
-    mean, std = g[list(keys)].mean(), g[list(keys)].std(ddof=1)  # std is NaN with a single seed
-    table = pd.DataFrame({k: [f"{m:.2f} ± {s:.2f}" for m, s in zip(mean[k], std[k])] for k in keys}, index=mean.index)
-    table["seeds"] = g.size()
-    return table.reset_index().replace({"t0": {-1: "-"}})
 
 
 def _jsonable(obj):

@@ -56,7 +56,7 @@ def run_grid(eps_grid: list[float], minority_grid: list[int], preset: str, seed:
 def plot(df, path: Path, preset: str, seed: int):
     import matplotlib.pyplot as plt
 
-    from pfdm_core import plotting
+    from pfdm_core.evaluation import plotting
 
     plotting.set_style()
     fig, ax = plt.subplots(figsize=(7, 4))

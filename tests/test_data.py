@@ -2,15 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from pfdm_core.data import (
-    client_classes,
-    cluster_partition,
-    data_root,
-    default_mixture,
-    gaussian_mixture,
-    load_digits,
-    train_test_split,
-)
+from pfdm_core.data.partition import client_classes, cluster_partition
+from pfdm_core.core.paths import data_root
+from pfdm_core.data.small import default_mixture, gaussian_mixture, load_digits, train_test_split
 
 
 def test_digits_range_and_shape():
@@ -68,6 +62,7 @@ def test_gaussian_mixture_moments():
 
 def test_data_root_order_and_missing(tmp_path, monkeypatch):
     (tmp_path / "MNIST" / "raw").mkdir(parents=True)
+    (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").touch()
     monkeypatch.setenv("PFDM_DATA", str(tmp_path))
     assert data_root("MNIST/raw") == tmp_path
     with pytest.raises(FileNotFoundError, match="(?s)'CIFAR/none' not found.*PFDM_DATA"):

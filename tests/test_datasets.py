@@ -9,12 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from pfdm_core import data as data_mod
-from pfdm_core import datasets, experiment
-from pfdm_core.data import REPO_ROOT, Dataset, cluster_partition
-from pfdm_core.diffusion import diffusion_loss
-from pfdm_core.nets import UNet, count_parameters
-from pfdm_core.schedule import Schedule
+from pfdm_core.core import paths as data_mod
+from pfdm_core.data import images as datasets
+from pfdm_core import experiment
+from pfdm_core.core.paths import REPO_ROOT
+from pfdm_core.data.small import Dataset
+from pfdm_core.data.partition import cluster_partition
+from pfdm_core.core.diffusion import diffusion_loss
+from pfdm_core.core.nets import UNet, count_parameters
+from pfdm_core.core.schedule import Schedule
 
 
 def _mnist_or_skip():
@@ -54,6 +57,7 @@ def test_root_order_env_then_cwd(tmp_path, monkeypatch):
     env, cwd = tmp_path / "env", tmp_path / "cwd"
     for base in (env, cwd / "data"):
         (base / "MNIST" / "raw").mkdir(parents=True)
+        (base / "MNIST" / "raw" / "train-images-idx3-ubyte").touch()
     monkeypatch.chdir(cwd)
     monkeypatch.setenv("PFDM_DATA", str(env))
     assert data_mod.data_root("MNIST/raw") == env
@@ -82,7 +86,7 @@ def test_hsv_matches_matplotlib():
 
 
 def _grey_digits(n=40):
-    from pfdm_core.data import load_digits
+    from pfdm_core.data.small import load_digits
 
     return load_digits().subset(range(n))
 

@@ -4,14 +4,14 @@ import pandas as pd
 import pytest
 import torch
 
-from pfdm_core.data import Dataset, load_digits, train_test_split
-from pfdm_core.downstream import (
+from pfdm_core.data.small import Dataset, load_digits, train_test_split
+from pfdm_core.evaluation.downstream import (
     class_histogram,
     downstream_accuracy,
     downstream_table,
     per_class_accuracy,
 )
-from pfdm_core.metrics import Classifier
+from pfdm_core.evaluation.metrics import Classifier
 
 TRAIN, TEST = train_test_split(load_digits(), 0.2, seed=0)
 

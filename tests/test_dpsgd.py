@@ -5,19 +5,19 @@ from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
-from pfdm_core import dpsgd
-from pfdm_core.data import load_digits
-from pfdm_core.diffusion import diffusion_loss
-from pfdm_core.dpsgd import (
+from pfdm_core.privacy import dpsgd
+from pfdm_core.data.small import load_digits
+from pfdm_core.core.diffusion import diffusion_loss
+from pfdm_core.privacy.dpsgd import (
     DPConfig,
     make_dp_compatible,
     noise_multiplier,
     per_example_grads,
     train_dpsgd,
 )
-from pfdm_core.nets import UNet, UNetConfig
-from pfdm_core.schedule import Schedule
-from pfdm_core.train import TrainConfig
+from pfdm_core.core.nets import UNet, UNetConfig
+from pfdm_core.core.schedule import Schedule
+from pfdm_core.core.train import TrainConfig
 
 S = Schedule()
 DIGITS = load_digits()

@@ -13,13 +13,14 @@ import pandas as pd
 import pytest
 import torch
 
-from pfdm_core import cli, experiment, recipes
-from pfdm_core import train as train_mod
+from pfdm_core.evaluation import classifier as recipes
+from pfdm_core import cli, experiment
+from pfdm_core.core import train as train_mod
 from pfdm_core.experiment import ExperimentConfig, preset_config, run, summarize, train_method
-from pfdm_core.nets import UNet, UNetConfig
-from pfdm_core.privacy import epsilon
-from pfdm_core.schedule import Schedule
-from pfdm_core.train import TrainConfig
+from pfdm_core.core.nets import UNet, UNetConfig
+from pfdm_core.privacy.mechanism import epsilon
+from pfdm_core.core.schedule import Schedule
+from pfdm_core.core.train import TrainConfig
 
 METRIC_COLUMNS = [f"{k}_{g}" for k in ("fid", "kid", "precision", "recall", "accuracy")
                   for g in ("major", "minor", "avg")]

@@ -6,10 +6,12 @@ import matplotlib.pyplot as plt  # the Agg backend is set in conftest.py
 import pytest
 import torch
 
-from pfdm_core import cli, explore
-from pfdm_core.nets import UNet, UNetConfig
-from pfdm_core.privacy import privatize
-from pfdm_core.schedule import Schedule
+from pfdm_core.studies import explore
+from pfdm_core.attacks import reconstruction as recon
+from pfdm_core import cli
+from pfdm_core.core.nets import UNet, UNetConfig
+from pfdm_core.privacy.mechanism import privatize
+from pfdm_core.core.schedule import Schedule
 
 SCHED = Schedule()
 
@@ -73,22 +75,22 @@ def test_widget_update_shows_cli_eps(x, capsys):
 
 
 def test_scores_trivial_cases(x):
-    s = explore.scores(x, x)
+    s = recon.scores(x, x)
     assert s["l2"] == pytest.approx(0.0, abs=1e-6)
     assert s["ssim"] == pytest.approx(1.0, abs=1e-5)
     assert s["reid"] == 1.0
-    assert explore.reid_rate(x.roll(1, 0), x) == 0.0  # every guess is someone else's image
+    assert recon.reid_rate(x.roll(1, 0), x) == 0.0  # every guess is someone else's image
     noisy = x + 0.5 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
-    assert (explore.ssim(noisy, x) < 1).all()
-    assert torch.allclose(explore.ssim(noisy, x), explore.ssim(x, noisy))
+    assert (recon.ssim(noisy, x) < 1).all()
+    assert torch.allclose(recon.ssim(noisy, x), recon.ssim(x, noisy))
     labels = torch.tensor([0, 0, 1, 1, 1, 2])
-    chance = explore.chance_scores(x, labels)
+    chance = recon.chance_scores(x, labels)
     assert chance["reid"] == pytest.approx(1 / len(x)) and chance["l2"] > 0
     assert chance["reid_label"] == pytest.approx((1 / 2 + 1 / 2 + 1 / 3 * 3 + 1) / 6)
     same = [(0, 1), (2, 3), (2, 4), (3, 4)]  # the pairs that share a label
     assert chance["l2_label"] == pytest.approx(sum(float((x[a] - x[b]).norm()) for a, b in same) / 4, rel=1e-5)
     # with labels, a guess can only match candidates of its own class
-    assert explore.reid_rate(x[[1, 0, 2, 3, 4, 5]], x, labels) == pytest.approx(4 / 6)
+    assert recon.reid_rate(x[[1, 0, 2, 3, 4, 5]], x, labels) == pytest.approx(4 / 6)
 
 
 def test_reconstruction_sweep_tiny_model(x):

@@ -14,22 +14,22 @@ import pytest
 import torch
 from torch import nn
 
-from pfdm_core import experiment, federated, server
-from pfdm_core.data import Dataset, client_classes
-from pfdm_core.diffusion import ddim_timesteps, generate
-from pfdm_core.federated import (
-    client_upload,
-    pfdm_sample,
-    server_train_shared,
-    split_steps,
-    train_fedavg,
-    union,
-)
-from pfdm_core.nets import UNet, UNetConfig
-from pfdm_core.privacy import clip, epsilon
-from pfdm_core.schedule import Schedule
-from pfdm_core.server import Upload
-from pfdm_core.train import TrainConfig, TrainResult
+from pfdm_core.methods import pfdm as federated
+from pfdm_core.methods import server
+from pfdm_core import experiment
+from pfdm_core.methods import fedavg as fedavg_mod
+from pfdm_core.methods import registry
+from pfdm_core.data.small import Dataset
+from pfdm_core.data.partition import client_classes
+from pfdm_core.core.diffusion import ddim_timesteps, generate
+from pfdm_core.methods.pfdm import client_upload, pfdm_sample, server_train_shared, split_steps
+from pfdm_core.methods.fedavg import train_fedavg
+from pfdm_core.data.small import union
+from pfdm_core.core.nets import UNet, UNetConfig
+from pfdm_core.privacy.mechanism import clip, epsilon
+from pfdm_core.core.schedule import Schedule
+from pfdm_core.methods.server import Upload
+from pfdm_core.core.train import TrainConfig, TrainResult
 
 S = Schedule()
 
@@ -98,7 +98,7 @@ def _spy_on_server_and_personal(monkeypatch):
         return real_train(model, sched, x, y, t_lo, t_hi, origin, **kw)
 
     uploads = []
-    real_server_train_shared = experiment.server_train_shared
+    real_server_train_shared = registry.server_train_shared
 
     def upload_spy(ups, *a, **kw):
         uploads.extend(ups)
@@ -106,7 +106,7 @@ def _spy_on_server_and_personal(monkeypatch):
 
     monkeypatch.setattr(server, "train", server_spy)
     monkeypatch.setattr(federated, "train", personal_spy)
-    monkeypatch.setattr(experiment, "server_train_shared", upload_spy)
+    monkeypatch.setattr(registry, "server_train_shared", upload_spy)
     return calls, uploads
 
 
@@ -300,7 +300,7 @@ def _weights(m):
 
 def test_fedavg_one_round_is_size_weighted_average(monkeypatch):
     fake = _FakeLocalTraining()
-    monkeypatch.setattr(federated, "train", fake)
+    monkeypatch.setattr(fedavg_mod, "train", fake)
     clients = [_tiny_data(2, value=1.0), _tiny_data(6, value=3.0)]
     w0 = _weights(_linear_factory())
     model = train_fedavg(clients, _linear_factory, S, TrainConfig(steps=4, seed=7), rounds=1, progress=False)
@@ -312,7 +312,7 @@ def test_fedavg_one_round_is_size_weighted_average(monkeypatch):
 
 
 def test_fedavg_identical_clients_average_is_the_local_model(monkeypatch):
-    monkeypatch.setattr(federated, "train", _FakeLocalTraining())
+    monkeypatch.setattr(fedavg_mod, "train", _FakeLocalTraining())
     same = _tiny_data(4, value=0.5)
     model = train_fedavg([same, same, same], _linear_factory, S, TrainConfig(steps=3), rounds=1, progress=False)
     assert torch.allclose(_weights(model), _weights(_linear_factory()) + 0.5, atol=1e-6)
@@ -320,7 +320,7 @@ def test_fedavg_identical_clients_average_is_the_local_model(monkeypatch):
 
 def test_fedavg_rounds_start_from_global_weights(monkeypatch):
     fake = _FakeLocalTraining()
-    monkeypatch.setattr(federated, "train", fake)
+    monkeypatch.setattr(fedavg_mod, "train", fake)
     clients = [_tiny_data(2, value=1.0), _tiny_data(6, value=3.0)]
     model = train_fedavg(clients, _linear_factory, S, TrainConfig(steps=10, seed=7), rounds=2, progress=False)
     assert torch.allclose(_weights(model), _weights(_linear_factory()) + 5.0, atol=1e-6)  # two rounds of +2.5
@@ -330,7 +330,7 @@ def test_fedavg_rounds_start_from_global_weights(monkeypatch):
 
 def test_fedavg_client_fraction(monkeypatch):
     fake = _FakeLocalTraining()
-    monkeypatch.setattr(federated, "train", fake)
+    monkeypatch.setattr(fedavg_mod, "train", fake)
     clients = [_tiny_data(2 + k, value=k) for k in range(4)]
     train_fedavg(clients, _linear_factory, S, TrainConfig(steps=6), rounds=3, client_fraction=0.5, progress=False)
     assert len(fake.calls) == 3 * 2
@@ -347,7 +347,7 @@ def test_fedavg_checkpoint_resume(monkeypatch, tmp_path):
     clients = [_tiny_data(2 + k, value=k) for k in range(4)]
     kw = dict(rounds=3, client_fraction=0.5, progress=False)
     straight_fake = _FakeLocalTraining()
-    monkeypatch.setattr(federated, "train", straight_fake)
+    monkeypatch.setattr(fedavg_mod, "train", straight_fake)
     straight = train_fedavg(clients, _linear_factory, S, TrainConfig(steps=6), **kw)
 
     # the same run killed in round 2 (after round 1's checkpoint), then resumed
@@ -359,12 +359,12 @@ def test_fedavg_checkpoint_resume(monkeypatch, tmp_path):
             raise _Interrupt
         return dying(*a, **k)
 
-    monkeypatch.setattr(federated, "train", die_in_round_2)
+    monkeypatch.setattr(fedavg_mod, "train", die_in_round_2)
     with pytest.raises(_Interrupt):
         train_fedavg(clients, _linear_factory, S, TrainConfig(steps=6), checkpoint=ck, **kw)
     assert torch.load(ck, weights_only=False)["round"] == 1
     resumed_fake = _FakeLocalTraining()
-    monkeypatch.setattr(federated, "train", resumed_fake)
+    monkeypatch.setattr(fedavg_mod, "train", resumed_fake)
     resumed = train_fedavg(clients, _linear_factory, S, TrainConfig(steps=6), checkpoint=ck, **kw)
     # rounds 2 and 3 only, with the clients (and seeds) the uninterrupted run drew
     assert resumed_fake.calls == straight_fake.calls[2:]
@@ -379,7 +379,7 @@ def test_fedavg_checkpoint_resume(monkeypatch, tmp_path):
 @pytest.mark.parametrize("rounds, fraction, name", [(0, 1.0, "rounds"), (-1, 1.0, "rounds"),
                                                     (2, 0.0, "client_fraction"), (2, 1.5, "client_fraction")])
 def test_fedavg_validation(rounds, fraction, name, monkeypatch):
-    monkeypatch.setattr(federated, "train", lambda *a, **k: pytest.fail("trained despite invalid arguments"))
+    monkeypatch.setattr(fedavg_mod, "train", lambda *a, **k: pytest.fail("trained despite invalid arguments"))
     with pytest.raises(ValueError, match=name):
         train_fedavg([_tiny_data()], _linear_factory, S, TrainConfig(steps=2), rounds, fraction, progress=False)
 

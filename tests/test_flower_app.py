@@ -13,11 +13,11 @@ import torch
 
 pytest.importorskip("flwr")
 
-from pfdm_core.federated import client_upload  # noqa: E402
+from pfdm_core.methods.pfdm import client_upload  # noqa: E402
 from pfdm_core.flower_app import task  # noqa: E402
 from pfdm_core.flower_app.local import LocalFederation  # noqa: E402
-from pfdm_core.privacy import clip  # noqa: E402
-from pfdm_core.schedule import Schedule  # noqa: E402
+from pfdm_core.privacy.mechanism import clip  # noqa: E402
+from pfdm_core.core.schedule import Schedule  # noqa: E402
 
 RUN = {"method": "pfdm", "preset": "smoke", "num-clients": 2, "seed": 0}
 
@@ -113,7 +113,7 @@ def test_server_cannot_regenerate_the_upload_noise(tmp_path):
 
 
 def test_secret_normal_is_standard_normal_and_never_repeats():
-    from pfdm_core.privacy import secret_normal
+    from pfdm_core.privacy.mechanism import secret_normal
 
     a, b = secret_normal((200_000,)), secret_normal((200_000,))
     assert not torch.equal(a, b) and a.dtype == torch.float32
@@ -205,8 +205,8 @@ def test_run_finishes_when_a_supernode_dies_before_uploading(tmp_path):
 
 # ----------------------------------------------------------------------------- the server checks every upload
 def _check(x, y, t0, eps, cfg):
-    from pfdm_core.privacy import epsilon
-    from pfdm_core.server import check_upload
+    from pfdm_core.privacy.mechanism import epsilon
+    from pfdm_core.methods.server import check_upload
 
     S = Schedule(cfg.T)
     return check_upload(x, y, t0, eps, shape=(1, 8, 8), num_classes=10, sched=S, min_t0=693, clip_norm=cfg.clip_norm,

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from pfdm_core import metrics
-from pfdm_core.metrics import (
+from pfdm_core.evaluation import metrics
+from pfdm_core.evaluation.metrics import (
     Classifier,
     accuracy,
     embed,

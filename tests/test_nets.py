@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pfdm_core.nets import MLPDenoiser, UNet, UNetConfig, count_parameters
+from pfdm_core.core.nets import MLPDenoiser, UNet, UNetConfig, count_parameters
 
 
 @pytest.mark.parametrize("cfg", [UNetConfig(), UNetConfig(28, 1, 16, (1, 2), 1, (14,)),

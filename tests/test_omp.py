@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pfdm_core import omp
+from pfdm_core.core import omp
 
 
 def test_choose_wait_policy_rule():

@@ -3,12 +3,12 @@ recipes train and select, shifts augment, the study runs end to end and reports 
 import pytest
 import torch
 
-from pfdm_core import personalization as pz
-from pfdm_core import selection
+from pfdm_core.studies import personalization as pz
+from pfdm_core.methods import selection
 from pfdm_core.experiment import preset_config
-from pfdm_core.nets import UNetConfig
-from pfdm_core.schedule import Schedule
-from pfdm_core.train import TrainConfig
+from pfdm_core.core.nets import UNetConfig
+from pfdm_core.core.schedule import Schedule
+from pfdm_core.core.train import TrainConfig
 
 
 class Forbidden:
@@ -65,7 +65,7 @@ def test_early_stopping_stops_and_a_rerun_does_not_train(tmp_path, monkeypatch):
     calls = iter([1.0, 0.5, 0.6, 0.7, 0.8, 0.9])
     fake = lambda m: next(calls)
     cfg = TrainConfig(steps=12, batch_size=8, checkpoint_every=2)
-    from pfdm_core.nets import UNet
+    from pfdm_core.core.nets import UNet
 
     res = selection.train_selected(UNet(UNetConfig(base_channels=8)), sched, ss.clients[0].x, ss.clients[0].y, 1,
                                    1000, fake, config=cfg, every=2, patience=2, checkpoint=tmp_path / "m.pt",

@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pfdm_core import privacy_study as ps
-from pfdm_core.nets import UNetConfig
-from pfdm_core.recipes import digits_split
-from pfdm_core.train import TrainConfig
+from pfdm_core.studies import privacy_study as ps
+from pfdm_core.core.nets import UNetConfig
+from pfdm_core.data.small import digits_split
+from pfdm_core.core.train import TrainConfig
 
 TINY_TRAIN = TrainConfig(steps=2, batch_size=8, lr=1e-3)
 TINY = replace(ps.PRESETS["smoke"], num_members=12, num_nonmembers=20, t0s=(300, 693), personal_t0=693,
@@ -64,7 +64,7 @@ def test_training_caches_and_a_second_call_does_not_retrain(trained):
 
 
 def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
-    import pfdm_core.train as train_module
+    import pfdm_core.core.train as train_module
 
     cfg = replace(TINY, overfit=replace(TINY_TRAIN, steps=4))  # checkpoints every 4 // 4 = 1 step
     split, loss, calls = ps.make_split(cfg, 0), train_module.diffusion_loss, []

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pfdm_core.schedule import Schedule, q_sample, q_sample_from
+from pfdm_core.core.schedule import Schedule, q_sample, q_sample_from
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])

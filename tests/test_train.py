@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from pfdm_core.nets import UNet, UNetConfig
-from pfdm_core.recipes import digits_ddpm
-from pfdm_core.schedule import Schedule
-from pfdm_core.train import TrainConfig, train
+from pfdm_core.core.nets import UNet, UNetConfig
+from pfdm_core.studies.digits_ddpm import digits_ddpm
+from pfdm_core.core.schedule import Schedule
+from pfdm_core.core.train import TrainConfig, train
 
 S = Schedule()
 
@@ -70,7 +70,7 @@ def test_checkpoint_with_other_config_refused(tmp_path):
     x, y = _data()
     ck = tmp_path / "a.pt"
     train(_model(), S, x, y, 1, 1000, config=TrainConfig(steps=2, batch_size=8), checkpoint=ck, progress=False)
-    with pytest.raises(ValueError, match="another TrainConfig"):
+    with pytest.raises(ValueError, match="another configuration"):
         train(_model(), S, x, y, 1, 1000, config=TrainConfig(steps=3, batch_size=8), checkpoint=ck, progress=False)
 
 

@@ -23,7 +23,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict  # 
 from flwr.clientapp import ClientApp  # noqa: E402
 
 from pfdm_core.flower_app import task  # noqa: E402
-from pfdm_core.recipes import runs_dir  # noqa: E402
+from pfdm_core.core.paths import runs_dir  # noqa: E402
 
 app = ClientApp()
 

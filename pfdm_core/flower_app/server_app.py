@@ -30,10 +30,10 @@ from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
 
 from pfdm_core.flower_app import task  # noqa: E402
-from pfdm_core.privacy import epsilon  # noqa: E402
-from pfdm_core.schedule import Schedule  # noqa: E402
-from pfdm_core.server import Upload, check_upload  # noqa: E402
-from pfdm_core.train import atomic_write  # noqa: E402
+from pfdm_core.privacy.mechanism import epsilon  # noqa: E402
+from pfdm_core.core.schedule import Schedule  # noqa: E402
+from pfdm_core.methods.server import Upload, check_upload  # noqa: E402
+from pfdm_core.core.checkpoint import atomic_write  # noqa: E402
 
 app = ServerApp()
 

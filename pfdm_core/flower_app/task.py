@@ -21,13 +21,16 @@ import torch
 from torch import nn
 
 from pfdm_core import experiment
-from pfdm_core.data import Dataset, client_classes
-from pfdm_core.federated import client_train_personal, client_upload, fedavg_client_config
-from pfdm_core.privacy import t0_for_epsilon
-from pfdm_core.recipes import runs_dir
-from pfdm_core.schedule import Schedule, q_sample_from
-from pfdm_core.server import Upload, server_train_shared
-from pfdm_core.train import TrainConfig, atomic_save, train
+from pfdm_core.data.small import Dataset
+from pfdm_core.data.partition import client_classes
+from pfdm_core.methods.pfdm import client_train_personal, client_upload
+from pfdm_core.methods.fedavg import fedavg_client_config
+from pfdm_core.privacy.mechanism import t0_for_epsilon
+from pfdm_core.core.paths import runs_dir
+from pfdm_core.core.schedule import Schedule, q_sample_from
+from pfdm_core.methods.server import Upload, server_train_shared
+from pfdm_core.core.train import TrainConfig, train
+from pfdm_core.core.checkpoint import atomic_save
 
 METHODS = ("pfdm", "fedavg")
 

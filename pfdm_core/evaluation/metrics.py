@@ -11,6 +11,8 @@ trained in-repo on the *training split of the same data*; FID on those features 
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -134,3 +136,12 @@ def evaluate(model: Classifier, real_x: torch.Tensor, fake_x: torch.Tensor, fake
             logits = model.head(feats) if isinstance(model, Classifier) else model(fake_x)
             out["accuracy"] = _hit_rate(logits, fake_y)
     return out
+
+
+def knn_precision_score(reference: torch.Tensor, features: Callable[[torch.Tensor], np.ndarray] | None = None,
+                        k: int = 3) -> Callable[[torch.Tensor, torch.Tensor], float]:
+    """Phoenix's filter score (`methods.fedavg.ScoreFn`): precision (fraction of samples in the k-NN balls of `reference`) in a feature space
+    (default: raw pixels; e.g. `lambda x: metrics.embed(clf, x)`)."""
+    features = features or (lambda x: x.flatten(1).double().numpy())
+    ref = features(reference)
+    return lambda x, y: precision_recall(ref, features(x), k)[0]

@@ -2,7 +2,7 @@
 
 All return `data.Dataset` tensors (N, C, H, W) in [-1, 1] with integer labels, in one vectorised
 conversion (no per-sample Python loop except CelebA's JPEG decoding). Roots are resolved by
-`data.data_root`: $PFDM_DATA, ./data, ../shared/data. Nothing is downloaded unless asked
+`core.paths.data_root`: $PFDM_DATA, ./data, ../shared/data. Nothing is downloaded unless asked
 (`download=True`, or `python -m pfdm_core download mnist|cifar10`); missing files raise one
 FileNotFoundError that says where to put them and how to fetch them.
 
@@ -22,7 +22,7 @@ label = 2 * Male + Smiling. Images are centre-cropped to 140x140 (as DDPM) and r
 """
 from __future__ import annotations
 
-import os
+import shutil
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,7 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import Dataset, data_root, load_digits, train_test_split
+from pfdm_core.data.small import Dataset, load_digits, train_test_split
+from pfdm_core.core.paths import data_root, download_root
 
 NAMES = ("digits", "mnist", "cmnist", "cifar10", "celeba")
 # Images per class in the training pool `load_split` returns (classes 0..9): MNIST's train-labels file
@@ -49,7 +50,7 @@ _FETCH = {"MNIST": "MNIST/raw", "CIFAR10": "cifar-10-batches-py"}
 def _root(name: str, download: bool) -> Path:
     """The data root holding torchvision dataset `name`; ./data (or $PFDM_DATA) when downloading."""
     if download:
-        root = Path(os.environ.get("PFDM_DATA") or "data")
+        root = download_root()
         root.mkdir(parents=True, exist_ok=True)
         return root
     try:
@@ -68,11 +69,31 @@ def _to_unit(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     return x.float().div(127.5).sub(1.0).contiguous()
 
 
+MNIST_FILES = {  # torchvision's raw layout: file -> size in bytes (idx header + data)
+    "train-images-idx3-ubyte": 16 + 60000 * 28 * 28, "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 28 * 28, "t10k-labels-idx1-ubyte": 8 + 10000,
+}
+
+
+def check_mnist_files(raw: Path) -> None:
+    """Every raw MNIST file present with its exact size, else one error naming each file checked."""
+    bad = {f: (raw / f).stat().st_size if (raw / f).is_file() else None for f in MNIST_FILES}
+    bad = {f: n for f, n in bad.items() if n != MNIST_FILES[f]}
+    if bad:
+        lines = "\n  ".join(f"{raw / f}: {'missing' if n is None else f'{n} bytes, expected {MNIST_FILES[f]}'}"
+                            for f, n in bad.items())
+        raise ValueError(f"MNIST under {raw} is incomplete or corrupt:\n  {lines}\n"
+                         "Replace these files (python -m pfdm_core download mnist, into an empty root).")
+
+
 @lru_cache(maxsize=4)
 def _mnist(train: bool, download: bool) -> Dataset:
     from torchvision.datasets import MNIST
 
-    d = MNIST(str(_root("MNIST", download)), train=train, download=download)
+    root = _root("MNIST", download)
+    if not download:
+        check_mnist_files(root / "MNIST" / "raw")
+    d = MNIST(str(root), train=train, download=download)
     return Dataset(_to_unit(d.data), d.targets.long())
 
 
@@ -89,7 +110,14 @@ def load_cifar10(train: bool = True, download: bool = False) -> Dataset:
     """CIFAR-10 (50000 train / 10000 test), (N, 3, 32, 32) in [-1, 1]."""
     from torchvision.datasets import CIFAR10
 
-    d = CIFAR10(str(_root("CIFAR10", download)), train=train, download=download)
+    root = _root("CIFAR10", download)
+    try:
+        d = CIFAR10(str(root), train=train, download=download)
+    except Exception as e:  # torchvision's integrity check or an unpickling error of a damaged batch file
+        files = sorted(str(p) for p in (root / "cifar-10-batches-py").glob("*"))
+        raise ValueError(f"CIFAR-10 under {root / 'cifar-10-batches-py'} cannot be read ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}); files checked: {', '.join(files) or 'none'}. "
+                         "Replace them (python -m pfdm_core download cifar10, into an empty root).") from None
     return Dataset(_to_unit(d.data), torch.tensor(d.targets, dtype=torch.long))
 
 
@@ -198,10 +226,21 @@ def load_split(name: str, seed: int = 0, image_size: int | None = None) -> tuple
     raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(NAMES)}")
 
 
+_DOWNLOADS = {"mnist": ("MNIST",), "cifar10": ("cifar-10-batches-py", "cifar-10-python.tar.gz")}
+
+
 def download(name: str) -> Path:
     """Fetch MNIST or CIFAR-10 with torchvision into ./data (or $PFDM_DATA); returns the root."""
     fetch = {"mnist": lambda: _mnist(True, True), "cifar10": lambda: load_cifar10(True, True)}
     if name not in fetch:
         raise ValueError(f"download supports {', '.join(fetch)} (CelebA: see the README), got {name!r}")
-    fetch[name]()
+    root = download_root()
+    new = [root / p for p in _DOWNLOADS[name] if not (root / p).exists()]  # what this call may create
+    try:
+        fetch[name]()
+    except Exception as e:  # offline, interrupted, corrupt: leave nothing that would shadow another root
+        for p in new:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        raise OSError(f"download of {name} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                           f"nothing was left under {root}") from None
     return _root(name.upper(), False)

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .data import Dataset
-from .schedule import Schedule, q_sample_from
-from .train import TrainConfig, atomic_save, train
+from pfdm_core.data.small import Dataset
+from pfdm_core.core.schedule import Schedule, q_sample_from
+from pfdm_core.core.train import TrainConfig, data_fingerprint, train
+from pfdm_core.core import checkpoint as ckpt
 
 
 def stratified_holdout(data: Dataset, fraction: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
@@ -102,9 +103,12 @@ def train_selected(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.
     if every < 1 or patience < 0:
         raise ValueError(f"need every >= 1 and patience >= 0, got {every}, {patience}")
     best_path = Path(checkpoint).with_suffix(".best.pt") if checkpoint else None
+    fingerprint = dict(config=asdict(config), every=every, patience=patience, steps=[t_lo, t_hi, origin],
+                       data=data_fingerprint(x, y), validation=data_fingerprint(val.x_t, val.y))
     state = {"step": 0, "loss": float("inf"), "model": None, "curve": [], "stopped": False}
-    if best_path and best_path.exists():
-        state = torch.load(best_path, map_location="cpu", weights_only=False)
+    saved = ckpt.resume(best_path, fingerprint, legacy=lambda s: "curve" in s)  # older files: trusted by name
+    if saved is not None:
+        state = {k: saved[k] for k in state}
 
     def on_step(step: int, m: nn.Module) -> None:
         if step % every and step != config.steps:
@@ -114,8 +118,7 @@ def train_selected(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.
         if loss < state["loss"]:
             state.update(step=step, loss=loss, model=copy.deepcopy(m.state_dict()))
         state["stopped"] = bool(patience) and step - state["step"] >= patience * every
-        if best_path:
-            atomic_save(state, best_path)
+        ckpt.save(best_path, state, fingerprint)
         if state["stopped"]:
             raise _Stop
 

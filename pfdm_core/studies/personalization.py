@@ -26,10 +26,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import metrics
-from .data import Dataset, client_classes
-from .diffusion import generate
-from .experiment import (
+from pfdm_core.evaluation import metrics
+from pfdm_core.data.small import Dataset
+from pfdm_core.data.partition import client_classes
+from pfdm_core.core.diffusion import generate
+from pfdm_core.experiment import (
     ExperimentConfig,
     Split,
     evaluate_client,
@@ -37,11 +38,13 @@ from .experiment import (
     metric_classifier,
     model_factory,
 )
-from .federated import client_upload, pfdm_sample, server_train_shared, union
-from .privacy import clip, epsilon
-from .schedule import Schedule
-from .selection import ValidationLoss, stratified_holdout, train_selected
-from .train import TrainConfig, check_config_folder, load_checkpoint
+from pfdm_core.methods.pfdm import client_upload, pfdm_sample, server_train_shared
+from pfdm_core.data.small import union
+from pfdm_core.privacy.mechanism import clip, epsilon
+from pfdm_core.core.schedule import Schedule
+from pfdm_core.methods.selection import ValidationLoss, stratified_holdout, train_selected
+from pfdm_core.core.train import TrainConfig
+from pfdm_core.core.checkpoint import check_config_folder, load_checkpoint
 
 
 @dataclass(frozen=True)

@@ -8,22 +8,22 @@ with its own data and step range [t_lo, t_hi] on the sub-chain starting at `orig
 from __future__ import annotations
 
 import copy
-import json
+import hashlib
 import os
-import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .diffusion import diffusion_loss
-from .schedule import Schedule
+from pfdm_core.core.diffusion import diffusion_loss
+from pfdm_core.core import checkpoint as ckpt
+from pfdm_core.core.schedule import Schedule
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     steps: int = 1000  # optimiser steps (the step budget, equal across methods)
     batch_size: int = 128
@@ -33,7 +33,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0: no EMA; DDPM uses 0.9999 for long runs
     p_uncond: float = 0.0  # label dropout for classifier-free guidance
     seed: int = 0
-    checkpoint_every: int = 0  # 0: only at the end (when a checkpoint path is given)
+    checkpoint_every: int = 0  # steps between checkpoints (0: none by count); also every ckpt.SAVE_SECONDS
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size"):
@@ -51,37 +51,6 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # one per step
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """write(f) into a temporary file of this process and thread, fsync, then rename onto `path`: a crash never
-    leaves half a file, two writers never share a temporary file, and a failed write leaves nothing behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_save(obj: object, path: Path) -> None:
-    """torch.save through `atomic_write`: a crash never leaves half a checkpoint."""
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint written by `atomic_save`, or one line naming the file when it cannot be read (truncated,
-    empty, not a checkpoint): delete it to restart from scratch."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # zip reader, unpickler and EOF errors all mean the same thing here
-        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                         "delete it to train again from scratch") from None
-
-
 @torch.no_grad()
 def ema_update(ema: nn.Module | None, model: nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model, parameter by parameter (no-op without an EMA copy)."""
@@ -90,19 +59,12 @@ def ema_update(ema: nn.Module | None, model: nn.Module, decay: float) -> None:
             pe.lerp_(pm, 1 - decay)
 
 
-def check_config_folder(folder: Path, fingerprint: dict, defaults: dict | None = None) -> None:
-    """Refuse a checkpoint folder whose config.json differs from `fingerprint`; record it otherwise.
-    A key missing from an older config.json is read as its value in `defaults` (if given)."""
-    path = folder / "config.json"
-    if path.exists():
-        old = {**(defaults or {}), **json.loads(path.read_text())}
-        diff = sorted(k for k in fingerprint.keys() | old.keys() if fingerprint.get(k) != old.get(k))
-        if diff:
-            raise ValueError(f"{folder} holds models trained with another config (differs in {diff}); "
-                             "use another folder (--out) or delete it to retrain")
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(fingerprint, indent=1))
+def data_fingerprint(x: torch.Tensor, y: torch.Tensor | None = None) -> str:
+    """sha256 of the training data (images and labels): a checkpoint resumes only on the data that trained it."""
+    h = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes())
+    if y is not None:
+        h.update(y.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def device() -> torch.device:
@@ -141,10 +103,9 @@ def train(
     losses: list[float] = []
     start = 0
     path = Path(checkpoint) if checkpoint else None
-    if path and path.exists():  # resume
-        state = load_checkpoint(path)
-        if state["config"] != asdict(config):
-            raise ValueError(f"checkpoint {path} was written with another TrainConfig; delete it to restart")
+    fingerprint = dict(config=asdict(config), data=data_fingerprint(x, y), steps=[t_lo, t_hi, origin])
+    state = ckpt.resume(path, fingerprint, legacy=lambda s: s.get("config") == asdict(config))
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         if ema is not None:
@@ -153,12 +114,13 @@ def train(
         start, losses = state["step"], state["losses"]
 
     def save(step: int) -> None:
-        if path:
-            atomic_save(dict(model=model.state_dict(), opt=opt.state_dict(), ema=ema.state_dict() if ema else None,
-                             gen=gen.get_state(), step=step, losses=losses, config=asdict(config)), path)
+        ckpt.check_finite_weights(model, step, path, desc)
+        ckpt.save(path, dict(model=model.state_dict(), opt=opt.state_dict(), ema=ema.state_dict() if ema else None,
+                             gen=gen.get_state(), step=step, losses=losses, config=asdict(config)), fingerprint)
 
     model.train()
     n = len(x)
+    cadence = ckpt.Cadence(config.checkpoint_every)
     for step in tqdm(range(start, config.steps), desc=desc, disable=not progress, initial=start, total=config.steps):
         idx = torch.randint(0, n, (min(config.batch_size, n),), generator=gen, device=dev)
         loss = diffusion_loss(model, sched, x[idx], None if y is None else y[idx], t_lo, t_hi, origin,
@@ -170,9 +132,10 @@ def train(
         opt.step()
         ema_update(ema, model, config.ema_decay)
         losses.append(loss.item())
+        ckpt.check_finite(losses[-1], step + 1, path, desc)
         if on_step is not None:
             on_step(step + 1, ema if ema is not None else model)
-        if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+        if path and cadence.due(step + 1):
             save(step + 1)
     if start < config.steps:
         save(config.steps)

@@ -7,17 +7,18 @@ letting the environment variable PFDM_PRESET override the notebook's parameter (
 """
 from __future__ import annotations
 
-import os
 from typing import TypeVar
 
+from pfdm_core.core import paths
+
 PRESETS = ("smoke", "cpu", "paper")
-ENV_VAR = "PFDM_PRESET"
+ENV_VAR = paths.PRESET
 T = TypeVar("T")
 
 
 def resolve(preset: str) -> str:
     """The preset to run: $PFDM_PRESET when set, else `preset`; unknown names raise."""
-    chosen = os.environ.get(ENV_VAR) or preset
+    chosen = paths.env(ENV_VAR) or preset
     if chosen not in PRESETS:
         raise ValueError(f"unknown preset {chosen!r}; allowed: {', '.join(PRESETS)}")
     return chosen

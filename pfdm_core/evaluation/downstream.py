@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import Dataset
-from .metrics import Classifier, train_classifier
+from pfdm_core.data.small import Dataset
+from pfdm_core.evaluation.metrics import Classifier, train_classifier
 
 
 @torch.no_grad()

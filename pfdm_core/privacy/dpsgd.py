@@ -39,10 +39,11 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from tqdm.auto import tqdm
 
-from .diffusion import diffusion_loss
-from .privacy import check_delta, check_positive
-from .schedule import Schedule
-from .train import TrainConfig, atomic_save, ema_update, load_checkpoint
+from pfdm_core.core.diffusion import diffusion_loss
+from pfdm_core.privacy.mechanism import check_delta, check_positive
+from pfdm_core.core.schedule import Schedule
+from pfdm_core.core.train import TrainConfig, data_fingerprint, ema_update
+from pfdm_core.core import checkpoint as ckpt
 
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 
@@ -149,11 +150,9 @@ def train_dpsgd(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.Ten
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else None
     losses: list[float] = []
     start, path = 0, Path(checkpoint) if checkpoint else None
-    fingerprint = dict(config=asdict(config), dp=asdict(dp), n=n)
-    if path and path.exists():  # resume
-        state = load_checkpoint(path)
-        if state["fingerprint"] != fingerprint:
-            raise ValueError(f"checkpoint {path} was written with another TrainConfig/DPConfig/data size; delete it")
+    fingerprint = dict(config=asdict(config), dp=asdict(dp), n=n, data=data_fingerprint(x, y))
+    state = ckpt.resume(path, fingerprint)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         accountant.load_state_dict(state["accountant"])
@@ -164,13 +163,12 @@ def train_dpsgd(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.Ten
         start, losses = state["step"], state["losses"]
 
     def save(step: int) -> None:
-        if path:
-            atomic_save(dict(model=model.state_dict(), opt=opt.state_dict(), accountant=accountant.state_dict(),
+        ckpt.save(path, dict(model=model.state_dict(), opt=opt.state_dict(), accountant=accountant.state_dict(),
                              gen=gen.get_state(), noise_gen=noise_gen.get_state(),
                              ema=ema.state_dict() if ema else None, step=step, losses=losses,
-                             eps=accountant.get_epsilon(dp.delta) if step else 0.0, sigma=sigma,
-                             fingerprint=fingerprint), path)
+                             eps=accountant.get_epsilon(dp.delta) if step else 0.0, sigma=sigma), fingerprint)
 
+    cadence = ckpt.Cadence(config.checkpoint_every)
     gsm.train()
     for step in tqdm(range(start, config.steps), desc=desc, disable=not progress, initial=start, total=config.steps):
         idx = (torch.rand(n, generator=gen, device=dev) < q).nonzero().squeeze(1)  # Poisson sampling
@@ -186,7 +184,9 @@ def train_dpsgd(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.Ten
         accountant.step(noise_multiplier=sigma, sample_rate=q)
         ema_update(ema, model, config.ema_decay)
         losses.append(loss.item())
-        if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+        if len(idx):  # an empty Poisson batch has no loss (NaN by convention above)
+            ckpt.check_finite(losses[-1], step + 1, path, desc)
+        if path and cadence.due(step + 1):
             save(step + 1)
     if start < config.steps:
         save(config.steps)

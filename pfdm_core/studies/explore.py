@@ -20,12 +20,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .diffusion import ddim_sample
-from .privacy import ACCOUNTANTS, UNITS, clip, epsilon, epsilon_curve
-from .schedule import Schedule
+from pfdm_core.attacks.reconstruction import (posterior_mean_x0, reconstruct, reid_rate, scores)
+from pfdm_core.evaluation import plotting
+from pfdm_core.privacy.mechanism import ACCOUNTANTS, UNITS, clip, epsilon, epsilon_curve
+from pfdm_core.core.schedule import Schedule
 
 # attack sizes per preset: candidates N (test images), DDIM steps, t0 values scored
 RECON = {
@@ -84,13 +84,8 @@ def eps_text(t0: int, sched: Schedule, clip_norm: float, delta: float) -> str:
 
 # ----------------------------------------------------------------------------- image grids
 def tile(rows: torch.Tensor, pad: int = 1) -> np.ndarray:
-    """(R, N, 1, H, W) in [-1, 1] -> one grey image (R(H+pad)+pad, N(W+pad)+pad) in [0, 1]."""
-    from torchvision.utils import make_grid
-
-    R, N = rows.shape[:2]
-    grid = make_grid(rows.detach().float().cpu().flatten(0, 1).clamp(-1, 1), nrow=N, padding=pad,
-                     normalize=True, value_range=(-1, 1), pad_value=1.0)  # (3, H', W')
-    return grid[0].numpy()
+    """(R, N, C, H, W) in [-1, 1] -> one grey image (R(H+pad)+pad, N(W+pad)+pad) in [0, 1] (`plotting.tile`)."""
+    return plotting.tile(rows.flatten(0, 1), nrow=rows.shape[1], pad=pad)[..., 0]
 
 
 def show_rows(ax: plt.Axes, rows: torch.Tensor, labels: Sequence[str], title: str | None = None) -> plt.Axes:
@@ -185,77 +180,6 @@ def upload_widget(x: torch.Tensor, sched: Schedule | None = None, t0: int = 690,
     box = w.VBox([w.HBox([t0_slider, c_slider, delta_dd]), label, image, caption])
     box.update, box.controls = update, dict(t0=t0_slider, clip_norm=c_slider, delta=delta_dd, eps=label, image=image)
     return box
-
-
-# ----------------------------------------------------------------------------- reconstruction attack
-@torch.no_grad()
-def posterior_mean_x0(model: nn.Module, sched: Schedule, x_tilde: torch.Tensor, t0: int,
-                      y: torch.Tensor | None = None) -> torch.Tensor:
-    """One-step x0_hat = (x_t0 - sqrt(1 - abar) eps_theta(x_t0, t0, y)) / sqrt(abar), clamped to [-1, 1]."""
-    a = float(sched.alpha_bar[sched.check_step(t0, "t0", 1, sched.T - 1)])
-    t = torch.full((x_tilde.shape[0],), t0, dtype=torch.long, device=x_tilde.device)
-    return ((x_tilde - math.sqrt(1 - a) * model(x_tilde, t, y)) / math.sqrt(a)).clamp(-1, 1)
-
-
-def reconstruct(model: nn.Module, sched: Schedule, x_tilde: torch.Tensor, t0: int, y: torch.Tensor | None = None,
-                num_steps: int = 50) -> torch.Tensor:
-    """Deterministic DDIM from x_t0 = x_tilde down to step 0 (the adversary knows t0)."""
-    return ddim_sample(model, sched, x_tilde, y, t_hi=t0, t_lo=0, num_steps=num_steps, origin=0)
-
-
-def l2_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image l2 distance ||a_i - b_i|| over all pixels, shape (B,)."""
-    return (a - b).flatten(1).norm(dim=1)
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0, win_size: int = 5,
-         sigma: float = 1.0) -> torch.Tensor:
-    """Per-image SSIM (Wang et al. 2004), Gaussian window, 'valid' positions only, shape (B,).
-
-    a, b: (B, C, H, W) with values in a range of width `data_range` (2 for [-1, 1]).
-    """
-    C = a.shape[1]
-    g = torch.exp(-((torch.arange(win_size, dtype=a.dtype) - (win_size - 1) / 2) ** 2) / (2 * sigma**2))
-    win = (g[:, None] * g[None]) / g.sum() ** 2  # (k, k), sums to 1
-    win = win.expand(C, 1, win_size, win_size).to(a.device)
-    filt = lambda v: F.conv2d(v, win, groups=C)  # noqa: E731  local weighted mean, (B, C, H', W')
-    mu_a, mu_b = filt(a), filt(b)
-    var_a, var_b = filt(a * a) - mu_a**2, filt(b * b) - mu_b**2
-    cov = filt(a * b) - mu_a * mu_b
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return s.flatten(1).mean(1)
-
-
-def reid_rate(guesses: torch.Tensor, originals: torch.Tensor, labels: torch.Tensor | None = None) -> float:
-    """Fraction of guesses whose nearest original (l2, among all N) is their own (chance: 1/N).
-
-    With labels (public in PFDM), only candidates of the guess's own label are considered.
-    """
-    d = torch.cdist(guesses.flatten(1).double(), originals.flatten(1).double())  # (N, N)
-    if labels is not None:
-        d = d.masked_fill(labels[:, None] != labels[None, :], math.inf)
-    return (d.argmin(1) == torch.arange(len(guesses))).double().mean().item()
-
-
-def scores(guess: torch.Tensor, originals: torch.Tensor) -> dict[str, float]:
-    """Mean l2 distance, mean SSIM and re-identification rate of guesses against the truth."""
-    return dict(l2=l2_distance(guess, originals).mean().item(), ssim=ssim(guess, originals).mean().item(),
-                reid=reid_rate(guess, originals))
-
-
-def chance_scores(originals: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
-    """No-information baselines: l2 / SSIM between two different originals and re-id 1/N; with
-    labels also '<metric>_label': two different originals of the same class, a random same-class pick."""
-    N = len(originals)
-    i, j = torch.triu_indices(N, N, 1)  # all pairs i < j
-    d, s = l2_distance(originals[i], originals[j]), ssim(originals[i], originals[j])  # (P,) each
-    out = dict(l2=d.mean().item(), ssim=s.mean().item(), reid=1 / N)
-    if labels is not None:
-        same = labels[i] == labels[j]
-        out |= dict(l2_label=d[same].mean().item(), ssim_label=s[same].mean().item(),
-                    reid_label=(1 / (labels[:, None] == labels[None, :]).sum(1).double()).mean().item())
-    return out
 
 
 def reconstruction_sweep(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.Tensor | None,

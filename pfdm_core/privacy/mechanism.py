@@ -26,7 +26,7 @@ import torch
 from scipy.optimize import brentq
 from scipy.special import log_ndtr, ndtr
 
-from .schedule import Schedule
+from pfdm_core.core.schedule import Schedule
 
 ACCOUNTANTS = ("thm51", "analytic")
 UNITS = ("per-image", "per-pixel")
@@ -37,6 +37,17 @@ def check_positive(value: float, name: str) -> float:
     if not (isinstance(value, (int, float, np.floating)) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
+
+
+MAX_CLIP_NORM = 1e6  # images in [-1, 1]^d have l2 norm <= sqrt(d): 1e6 covers any d up to 1e12
+
+
+def check_clip_norm(clip_norm: float) -> float:
+    """A per-image l2 clip norm C in (0, MAX_CLIP_NORM], in one line otherwise."""
+    if not (isinstance(clip_norm, (int, float, np.floating)) and not isinstance(clip_norm, bool)
+            and math.isfinite(clip_norm) and 0 < clip_norm <= MAX_CLIP_NORM):
+        raise ValueError(f"clip_norm must be a finite number in (0, {MAX_CLIP_NORM:g}], got {clip_norm!r}")
+    return float(clip_norm)
 
 
 def check_delta(delta: float) -> float:
@@ -57,7 +68,7 @@ def check_images(x: torch.Tensor, name: str = "x") -> torch.Tensor:
 def sensitivity_norm(unit: str, clip_norm: float, pixels: int = 1) -> float:
     """The C of Theorem 5.1 for a unit: Delta = 2C."""
     if unit == "per-image":
-        return check_positive(clip_norm, "clip_norm")
+        return check_clip_norm(clip_norm)
     if unit == "per-pixel":
         if int(pixels) != pixels or pixels < 1:
             raise ValueError(f"pixels must be an integer >= 1, got {pixels!r}")
@@ -68,7 +79,7 @@ def sensitivity_norm(unit: str, clip_norm: float, pixels: int = 1) -> float:
 # ----------------------------------------------------------------------------- mechanism
 def clip(x: torch.Tensor, clip_norm: float) -> torch.Tensor:
     """Per-image l2 clipping x * min(1, C / ||x||_2) over all non-batch dims."""
-    check_positive(clip_norm, "clip_norm")
+    check_clip_norm(clip_norm)
     if not torch.isfinite(x).all():
         raise ValueError("clip: x contains NaN or infinite values")
     norms = x.flatten(1).norm(dim=1).clamp_min(1e-12)  # (B,)

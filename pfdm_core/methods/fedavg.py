@@ -1,10 +1,8 @@
-"""Phoenix: federated DDPM strategies on top of FedAvg (Jothiraj & Mashhadi 2023, arXiv 2306.04098).
-
-DESIGN.md 4. Every strategy is an option of one FedAvg loop (`train_phoenix`), so they combine:
+"""ONE FedAvg loop for a full DDPM, with the Phoenix strategies as its options (Jothiraj & Mashhadi
+2023, arXiv 2306.04098). Every strategy is an option of `train_phoenix`, so they combine:
 * FedAvg (McMahan et al. 2017): each round a fraction of the connected clients trains
   `steps // rounds` local steps from the global weights; the server averages the weights,
-  weighted by client data size. With default `PhoenixConfig` it is `federated.train_fedavg`,
-  bit for bit.
+  weighted by client data size. `train_fedavg` is this loop with no strategy.
 * Data sharing (Zhao et al. 2018, arXiv 1806.00582): a class-balanced global subset G with
   beta = |G| / total client data; each client receives a random fraction alpha of G, appended to
   its local data. G comes from a given pool, else from the union of the clients (then every
@@ -18,8 +16,7 @@ DESIGN.md 4. Every strategy is an option of one FedAvg loop (`train_phoenix`), s
   a client flagged in `filter_k` of its participating rounds in a row is disconnected, and its
   update of that round is dropped. Without a threshold someone is flagged every round, so long
   runs keep disconnecting until a single client is left: set the threshold for long runs.
-Partitions: `iid_partition`, `dirichlet_partition` (Hsu et al. 2019, arXiv 1909.06335) and the
-two-cluster split of `data.cluster_partition`.
+The partitions (IID, Dirichlet, two clusters) are in `data.partition`.
 """
 from __future__ import annotations
 
@@ -34,65 +31,14 @@ import torch
 from torch import nn
 from tqdm.auto import trange
 
-from .data import Dataset, cluster_partition
-from .diffusion import generate
-from .federated import union
-from .metrics import precision_recall
-from .schedule import Schedule
-from .server import ModelFactory
-from .train import TrainConfig, atomic_save, load_checkpoint, train
+from pfdm_core.core import checkpoint as ckpt
+from pfdm_core.core.diffusion import generate
+from pfdm_core.core.schedule import Schedule
+from pfdm_core.core.train import TrainConfig, data_fingerprint, train
+from pfdm_core.data.small import Dataset, union
+from pfdm_core.methods.server import ModelFactory
 
-PARTITIONS = ("iid", "dirichlet", "cluster")
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], float]  # (samples, labels) -> precision, higher is better
-
-
-# ----------------------------------------------------------------------------- partitions
-def iid_partition(n: int, num_clients: int, seed: int = 0) -> list[np.ndarray]:
-    """A random split of range(n) into num_clients parts whose sizes differ by at most 1."""
-    if num_clients < 1 or n < num_clients:
-        raise ValueError(f"need 1 <= num_clients <= n, got num_clients={num_clients}, n={n}")
-    perm = np.random.default_rng(seed).permutation(n)
-    return [np.sort(p) for p in np.array_split(perm, num_clients)]
-
-
-def dirichlet_partition(labels: torch.Tensor | np.ndarray, num_clients: int, alpha: float, seed: int = 0,
-                        min_size: int = 1, max_tries: int = 100) -> list[np.ndarray]:
-    """Non-IID split: client m holds a fraction p_cm ~ Dir(alpha 1_M) of class c (Hsu et al. 2019).
-
-    Small alpha: few classes per client; large alpha: close to IID. Redrawn (up to max_tries)
-    until every client holds at least min_size examples."""
-    if not alpha > 0:
-        raise ValueError(f"dirichlet alpha must be > 0, got {alpha}")
-    if num_clients < 1:
-        raise ValueError(f"num_clients must be >= 1, got {num_clients}")
-    _, y = np.unique(np.asarray(labels), return_inverse=True)  # classes -> 0..K-1
-    n, K = len(y), int(y.max()) + 1
-    counts = np.bincount(y, minlength=K)
-    rng = np.random.default_rng(seed)
-    for _ in range(max_tries):
-        P = rng.dirichlet(np.full(num_clients, alpha), size=K)  # (K, M): class c's shares
-        order = np.lexsort((rng.random(n), y))  # by class, random within the class
-        rank = np.empty(n)
-        rank[order] = np.arange(n) - (np.cumsum(counts) - counts)[y[order]]  # position within the class
-        u = (rank + 0.5) / counts[y]  # (n,) in (0, 1)
-        client = np.minimum((u[:, None] > np.cumsum(P, 1)[y]).sum(1), num_clients - 1)  # (n,)
-        sizes = np.bincount(client, minlength=num_clients)
-        if sizes.min() >= min_size:
-            return [np.flatnonzero(client == m) for m in range(num_clients)]
-    raise ValueError(f"no Dirichlet(alpha={alpha}) draw in {max_tries} tries gave every client >= {min_size} "
-                     "examples; raise alpha or lower num_clients/min_size")
-
-
-def partition(labels: torch.Tensor | np.ndarray, kind: str = "iid", num_clients: int = 4, seed: int = 0,
-              dirichlet_alpha: float = 0.5, **cluster_kw) -> list[np.ndarray]:
-    """Index arrays, one per client: "iid", "dirichlet" (dirichlet_alpha) or "cluster" (DESIGN.md 3)."""
-    if kind == "iid":
-        return iid_partition(len(labels), num_clients, seed)
-    if kind == "dirichlet":
-        return dirichlet_partition(labels, num_clients, dirichlet_alpha, seed)
-    if kind == "cluster":
-        return cluster_partition(labels, num_clients, seed=seed, **cluster_kw)
-    raise ValueError(f"partition kind must be one of {PARTITIONS}, got {kind!r}")
 
 
 # ----------------------------------------------------------------------------- data sharing
@@ -151,16 +97,6 @@ def weighted_average(states: Sequence[dict[str, torch.Tensor]], sizes: Sequence[
             for key in states[0] if key not in exclude}
 
 
-# ----------------------------------------------------------------------------- filtering
-def knn_precision_score(reference: torch.Tensor, features: Callable[[torch.Tensor], np.ndarray] | None = None,
-                        k: int = 3) -> ScoreFn:
-    """Score fn: precision (fraction of samples in the k-NN balls of `reference`) in a feature space
-    (default: raw pixels; e.g. `lambda x: metrics.embed(clf, x)`)."""
-    features = features or (lambda x: x.flatten(1).double().numpy())
-    ref = features(reference)
-    return lambda x, y: precision_recall(ref, features(x), k)[0]
-
-
 # ----------------------------------------------------------------------------- the loop
 @dataclass(frozen=True)
 class PhoenixConfig:
@@ -206,16 +142,25 @@ class PhoenixResult:
         return model.eval()
 
 
+def fedavg_client_config(config: TrainConfig, rounds: int, round_index: int, client: int) -> TrainConfig:
+    """Client `client`'s local training in FedAvg round `round_index` (0-based): `config.steps // rounds`
+    steps, seeded by round and client (shared by `train_phoenix` and the Flower app's clients)."""
+    return replace(config, steps=max(1, config.steps // rounds), seed=config.seed + 1000 * round_index + client,
+                   checkpoint_every=0)
+
+
 def train_phoenix(datasets: Sequence[Dataset], make_model: ModelFactory, sched: Schedule, config: TrainConfig,
                   phoenix: PhoenixConfig | None = None, score_fn: ScoreFn | None = None, pool: Dataset | None = None,
                   checkpoint: str | os.PathLike | None = None, progress: bool = True) -> PhoenixResult:
-    """FedAvg of a full DDPM with the Phoenix options (module docstring); checkpoints every round, resumes."""
+    """FedAvg of a full DDPM with the Phoenix options (module docstring); checkpoints every round, resumes
+    only what the same configuration and data trained (`core.checkpoint`)."""
     ph = phoenix or PhoenixConfig()
     if ph.filter_k and score_fn is None:
-        raise ValueError("threshold filtering (filter_k > 0) needs a score_fn, e.g. knn_precision_score(reference)")
+        raise ValueError("threshold filtering (filter_k > 0) needs a score_fn, e.g. "
+                         "evaluation.metrics.knn_precision_score(reference)")
     if ph.beta > 0:
         datasets, _ = share_global_subset(datasets, ph.beta, ph.alpha, config.seed, pool)
-    M, local_steps = len(datasets), max(1, config.steps // ph.rounds)
+    M = len(datasets)
     num_classes = int(max(d.y.max() for d in datasets)) + 1
     model = make_model()
     mine = personal_keys(list(model.state_dict()), ph.personal_layers)
@@ -223,25 +168,24 @@ def train_phoenix(datasets: Sequence[Dataset], make_model: ModelFactory, sched: 
     streak, disconnected, history = [0] * M, [], []
     g = torch.Generator().manual_seed(config.seed)
     start, path = 0, Path(checkpoint) if checkpoint else None
-    fingerprint = dict(config=asdict(config), phoenix=asdict(ph), sizes=[len(d) for d in datasets])
-    if path and path.exists():
-        state = load_checkpoint(path)
-        if state["fingerprint"] != fingerprint:
-            raise ValueError(f"checkpoint {path} was written with another configuration; delete it to restart")
+    fingerprint = dict(config=asdict(config), phoenix=asdict(ph), sizes=[len(d) for d in datasets],
+                       data=[data_fingerprint(d.x, d.y) for d in datasets])
+    state = ckpt.resume(path, fingerprint)
+    if state is not None:
         model.load_state_dict(state["model"])
         personal, streak, disconnected, history = state["personal"], state["streak"], state["disconnected"], state["history"]
         g.set_state(state["gen"])
         start = state["round"]
     m = max(1, round(ph.client_fraction * M))
-    for r in trange(start, ph.rounds, desc="Phoenix rounds", disable=not progress, initial=start, total=ph.rounds):
+    for r in trange(start, ph.rounds, desc="FedAvg rounds", disable=not progress, initial=start, total=ph.rounds):
         active = [k for k in range(M) if k not in disconnected]
         chosen = [active[i] for i in torch.randperm(len(active), generator=g)[:m].tolist()]
         states, sizes, scores = [], [], {}
         for k in chosen:
             local = copy.deepcopy(model)
             local.load_state_dict(personal[k], strict=False)
-            cfg = replace(config, steps=local_steps, seed=config.seed + 1000 * r + k, checkpoint_every=0)
-            train(local, sched, datasets[k].x, datasets[k].y, 1, sched.T, config=cfg, progress=False)
+            train(local, sched, datasets[k].x, datasets[k].y, 1, sched.T,
+                  config=fedavg_client_config(config, ph.rounds, r, k), progress=False)
             states.append(local.state_dict())
             sizes.append(len(datasets[k]))
             personal[k] = {key: states[-1][key].clone() for key in mine}
@@ -261,12 +205,18 @@ def train_phoenix(datasets: Sequence[Dataset], make_model: ModelFactory, sched: 
         model.load_state_dict(weighted_average(states, sizes, exclude=mine), strict=False)
         history.append(dict(round=r + 1, clients=chosen, scores=scores, flagged=flagged,
                             disconnected=list(disconnected)))
-        if path:
-            atomic_save(dict(model=model.state_dict(), personal=personal, streak=streak, disconnected=disconnected,
-                             history=history, gen=g.get_state(), round=r + 1, fingerprint=fingerprint), path)
+        ckpt.save(path, dict(model=model.state_dict(), personal=personal, streak=streak, disconnected=disconnected,
+                             history=history, gen=g.get_state(), round=r + 1), fingerprint)
     return PhoenixResult(model.eval(), personal, disconnected, history)
 
 
-__all__ = ["PARTITIONS", "STRATEGIES", "PhoenixConfig", "PhoenixResult", "ScoreFn", "dirichlet_partition",
-           "iid_partition", "knn_precision_score", "partition", "personal_keys", "share_global_subset",
-           "train_phoenix", "weighted_average"]
+def train_fedavg(datasets: Sequence[Dataset], make_model: ModelFactory, sched: Schedule, config: TrainConfig,
+                 rounds: int, client_fraction: float = 1.0, checkpoint: str | os.PathLike | None = None,
+                 progress: bool = True) -> nn.Module:
+    """FedAvg diffusion (FedDM): `train_phoenix` with no strategy; returns the global model."""
+    return train_phoenix(datasets, make_model, sched, config, PhoenixConfig(rounds, client_fraction),
+                         checkpoint=checkpoint, progress=progress).model
+
+
+__all__ = ["STRATEGIES", "PhoenixConfig", "PhoenixResult", "ScoreFn", "fedavg_client_config", "personal_keys",
+           "share_global_subset", "train_fedavg", "train_phoenix", "weighted_average"]

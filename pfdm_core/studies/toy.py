@@ -40,10 +40,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import Dataset, cluster_classes, cluster_partition, default_mixture, gaussian_mixture
-from .diffusion import FullChainEps, ddim_sample
-from .privacy import clip, epsilon, privatize
-from .schedule import Schedule
+from pfdm_core.data.small import Dataset, default_mixture, gaussian_mixture
+from pfdm_core.data.partition import cluster_classes, cluster_partition
+from pfdm_core.core.diffusion import FullChainEps, ddim_sample
+from pfdm_core.privacy.mechanism import clip, epsilon, privatize
+from pfdm_core.core.schedule import Schedule
 
 # reps: client data draws; t0s / n_mins: sweeps; sim_n: samples of the simulated chain
 TOY_PRESETS = {

@@ -1,0 +1,56 @@
+"""One client's table: per-class metrics of its samples against held-out real images, and the
+mean ± std summary over seeds that every results table prints."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from pfdm_core.data.small import Dataset
+from pfdm_core.evaluation import metrics
+
+
+def evaluate_client(clf: metrics.Classifier, fake: torch.Tensor, fake_y: torch.Tensor, test: Dataset,
+                    majority: Sequence[int], extras: dict[str, Callable[[torch.Tensor], float]] | None = None,
+                    test_features: np.ndarray | None = None, inception_net: nn.Module | None = None,
+                    ) -> tuple[dict, list[dict]]:
+    """Per-class metrics of samples (fake, fake_y) against the test images of each class.
+
+    `extras` {name: f(fake_c) -> float} adds columns (e.g. Colorized MNIST's colour match);
+    `test_features` = metrics.embed(clf, test.x), computed once when many runs share a reference;
+    `inception_net` (`inception.InceptionFeatures`) adds the standard Inception FID, "fid_inception"."""
+    extras = extras or {}
+    feats = metrics.embed(clf, test.x) if test_features is None else test_features
+    rows = []
+    for c in range(int(test.y.max()) + 1):
+        real_c, fake_c = test.x[test.y == c], fake[fake_y == c]
+        row = {"class": c, "group": "majority" if c in majority else "minority",
+               **metrics.evaluate(clf, real_c, fake_c, fake_y[fake_y == c], real_features=feats[(test.y == c).numpy()])}
+        if inception_net is not None:
+            from pfdm_core.evaluation.inception import inception_fid
+
+            row["fid_inception"] = inception_fid(real_c, fake_c, net=inception_net)
+        rows.append({**row, **{name: f(fake_c) for name, f in extras.items()}})
+    df = pd.DataFrame(rows)
+    summary = {}
+    keys = ["fid", "kid", "precision", "recall", "accuracy", *extras] + (["fid_inception"] if inception_net is not None else [])
+    for key in keys:
+        summary[f"{key}_major"] = float(df[df.group == "majority"][key].mean())
+        summary[f"{key}_minor"] = float(df[df.group == "minority"][key].mean())
+        summary[f"{key}_avg"] = float(df[key].mean())
+    return summary, rows
+
+
+def summarize(df: pd.DataFrame, keys: Sequence[str] = ("fid_major", "fid_minor", "fid_avg")) -> pd.DataFrame:
+    """mean +- std over seeds per (method, t0), as 'm ± s' strings, and the number of seeds."""
+    g = df.fillna({"t0": -1}).groupby(["method", "t0"], sort=False)
+    mean, std = g[list(keys)].mean(), g[list(keys)].std(ddof=1)  # std is NaN with a single seed
+    table = pd.DataFrame({k: [f"{m:.2f} ± {s:.2f}" for m, s in zip(mean[k], std[k])] for k in keys}, index=mean.index)
+    table["seeds"] = g.size()
+    return table.reset_index().replace({"t0": {-1: "-"}})
+
+
+__all__ = ["evaluate_client", "summarize"]

@@ -1,0 +1,1 @@
+"""Studies: one module per notebook that needs one. Nothing in the package imports them."""
