@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pfdm_core.privacy.mechanism import ACCOUNTANTS, epsilon, t0_for_epsilon
 from pfdm_core.core.schedule import SCHEDULES, Schedule
+from pfdm_core.privacy.mechanism import ACCOUNTANTS, epsilon, t0_for_epsilon
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,9 +72,9 @@ def _run(args: argparse.Namespace) -> int:
     """`run`: the Table-1 experiment without Jupyter (resumes from the run folder)."""
     from dataclasses import replace
 
-    from pfdm_core.experiment import preset_config, run, summarize, t0_for
-    from pfdm_core.core.presets import resolve
     from pfdm_core.core.paths import runs_dir
+    from pfdm_core.core.presets import resolve
+    from pfdm_core.experiment import preset_config, run, summarize, t0_for
 
     preset = resolve(args.preset)
     cfg = preset_config(preset, args.data, num_clients=args.clients)

@@ -5,7 +5,7 @@
 Methods: PFDM ("pfdm"), local-only ("local"), centralized ("central"), FedAvg ("fedavg"), and
 the rivals of DESIGN.md 3-4: central DP-SGD diffusion (DPDM, "dpsgd", on the union of the
 clients at eps = cfg.dp_eps) and the Phoenix strategies ("phoenix_sharing",
-"phoenix_personal", "phoenix_filter"; `phoenix.STRATEGIES`). All share one network, one step
+"phoenix_personal", "phoenix_filter"; `methods.fedavg.STRATEGIES`, looked up in `methods.registry`). All share one network, one step
 budget (`cfg.train`) and one split (`cfg.partition`: the paper's two-cluster split, IID or
 Dirichlet).
 
@@ -48,7 +48,7 @@ from pfdm_core.methods import registry
 from pfdm_core.methods.fedavg import PhoenixConfig
 from pfdm_core.privacy.dpsgd import DPConfig
 from pfdm_core.privacy.mechanism import epsilon as eps_of
-from pfdm_core.privacy.mechanism import t0_for_epsilon
+from pfdm_core.privacy.mechanism import check_clip_norm, check_delta, t0_for_epsilon
 
 METHODS = registry.TABLE1  # the default table (Table 1)
 ALL_METHODS = tuple(registry.METHODS)
@@ -97,8 +97,8 @@ class ExperimentConfig:
                          ("classifier_train_size", 0), ("dp_multiplicity", 1), ("phoenix_filter_reference", 1)):
             _check_number(name, getattr(self, name), lo, None, integer=True)
         _check_number("client", self.client, 0, self.num_clients - 1, integer=True)
-        _check_number("clip_norm", self.clip_norm, 0, 1e6, low_open=True)
-        _check_number("delta", self.delta, 0, 1, low_open=True, high_open=True)
+        check_clip_norm(self.clip_norm)
+        check_delta(self.delta)
         _check_number("fedavg_fraction", self.fedavg_fraction, 0, 1, low_open=True)
         _check_number("dirichlet_alpha", self.dirichlet_alpha, 0, None, low_open=True)
         _check_number("dp_eps", self.dp_eps, 0, None, low_open=True)
@@ -109,7 +109,7 @@ class ExperimentConfig:
         if not isinstance(self.t0s, tuple) or not self.t0s:
             raise ValueError(f"t0s must be a non-empty tuple of steps in 1..{self.T - 1}, got {self.t0s!r}")
         for t0 in self.t0s:
-            _check_number("t0", t0, 1, self.T - 1, integer=True)
+            Schedule(self.T).check_step(t0, "t0", 1, self.T - 1)
 
     def dp_config(self) -> DPConfig:
         return DPConfig(self.dp_eps, self.delta, self.dp_clip_norm, self.dp_multiplicity, self.dp_accountant)

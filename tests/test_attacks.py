@@ -14,12 +14,12 @@ from torch import nn
 
 from pfdm_core import attacks
 from pfdm_core.attacks import EpsFn, Segment
-from pfdm_core.data.small import load_digits
-from pfdm_core.methods.pfdm import pfdm_sample
 from pfdm_core.core.nets import MLPDenoiser
-from pfdm_core.privacy.mechanism import eps_analytic, privatize
 from pfdm_core.core.schedule import Schedule
 from pfdm_core.core.train import TrainConfig, train
+from pfdm_core.data.small import load_digits
+from pfdm_core.methods.pfdm import pfdm_sample
+from pfdm_core.privacy.mechanism import eps_analytic, privatize
 
 S = Schedule()
 

@@ -26,7 +26,7 @@ def test_cli_values(argv, out, capsys):
     (["epsilon"], "required: --t0"),
     (["epsilon", "--t0", "100", "--per-pixel", "--clip", "5"], "--clip has no effect with --per-pixel"),
     (["epsilon", "--t0", "100", "--pixels", "4"], "--pixels only applies with --per-pixel"),
-    (["epsilon", "--t0", "100", "--clip", "nan"], "clip_norm must be a finite number > 0, got nan"),
+    (["epsilon", "--t0", "100", "--clip", "nan"], "clip_norm must be a finite number in (0, 1e+06], got nan"),
 ])
 def test_cli_errors_one_line_exit_2(argv, msg, capsys):
     with pytest.raises(SystemExit) as e:

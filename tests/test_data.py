@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from pfdm_core.data.partition import client_classes, cluster_partition
 from pfdm_core.core.paths import data_root
+from pfdm_core.data.partition import client_classes, cluster_partition
 from pfdm_core.data.small import default_mixture, gaussian_mixture, load_digits, train_test_split
 
 

@@ -9,15 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from pfdm_core.core import paths as data_mod
-from pfdm_core.data import images as datasets
 from pfdm_core import experiment
-from pfdm_core.core.paths import REPO_ROOT
-from pfdm_core.data.small import Dataset
-from pfdm_core.data.partition import cluster_partition
+from pfdm_core.core import paths as data_mod
 from pfdm_core.core.diffusion import diffusion_loss
 from pfdm_core.core.nets import UNet, count_parameters
+from pfdm_core.core.paths import REPO_ROOT
 from pfdm_core.core.schedule import Schedule
+from pfdm_core.data import images as datasets
+from pfdm_core.data.partition import cluster_partition
+from pfdm_core.data.small import Dataset
 
 
 def _mnist_or_skip():

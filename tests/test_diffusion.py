@@ -2,7 +2,13 @@ import pytest
 import torch
 from torch import nn
 
-from pfdm_core.core.diffusion import ddim_sample, ddim_timesteps, ddpm_sample, diffusion_loss, sample
+from pfdm_core.core.diffusion import (
+    ddim_sample,
+    ddim_timesteps,
+    ddpm_sample,
+    diffusion_loss,
+    sample,
+)
 from pfdm_core.core.nets import UNet, UNetConfig
 from pfdm_core.core.schedule import Schedule
 

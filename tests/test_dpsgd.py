@@ -5,9 +5,12 @@ from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
-from pfdm_core.privacy import dpsgd
-from pfdm_core.data.small import load_digits
 from pfdm_core.core.diffusion import diffusion_loss
+from pfdm_core.core.nets import UNet, UNetConfig
+from pfdm_core.core.schedule import Schedule
+from pfdm_core.core.train import TrainConfig
+from pfdm_core.data.small import load_digits
+from pfdm_core.privacy import dpsgd
 from pfdm_core.privacy.dpsgd import (
     DPConfig,
     make_dp_compatible,
@@ -15,9 +18,6 @@ from pfdm_core.privacy.dpsgd import (
     per_example_grads,
     train_dpsgd,
 )
-from pfdm_core.core.nets import UNet, UNetConfig
-from pfdm_core.core.schedule import Schedule
-from pfdm_core.core.train import TrainConfig
 
 S = Schedule()
 DIGITS = load_digits()
@@ -140,7 +140,7 @@ def test_checkpoint_resume_matches_straight_run(tmp_path, monkeypatch):
     assert resumed.eps == straight.eps and resumed.losses == straight.losses
     saved = torch.load(tmp_path / "b.pt", weights_only=False)
     assert saved["step"] == 4 and saved["eps"] == pytest.approx(straight.eps)
-    with pytest.raises(ValueError, match="another TrainConfig/DPConfig"):
+    with pytest.raises(ValueError, match="another configuration or data"):
         train_dpsgd(_unet(), S, x, y, cfg, DPConfig(eps=6.0, multiplicity=2), tmp_path / "b.pt", progress=False)
 
 

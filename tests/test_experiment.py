@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 import torch
 
-from pfdm_core.evaluation import classifier as recipes
 from pfdm_core import cli, experiment
 from pfdm_core.core import train as train_mod
-from pfdm_core.experiment import ExperimentConfig, preset_config, run, summarize, train_method
 from pfdm_core.core.nets import UNet, UNetConfig
-from pfdm_core.privacy.mechanism import epsilon
 from pfdm_core.core.schedule import Schedule
 from pfdm_core.core.train import TrainConfig
+from pfdm_core.evaluation import classifier as recipes
+from pfdm_core.experiment import ExperimentConfig, preset_config, run, summarize, train_method
+from pfdm_core.privacy.mechanism import epsilon
 
 METRIC_COLUMNS = [f"{k}_{g}" for k in ("fid", "kid", "precision", "recall", "accuracy")
                   for g in ("major", "minor", "avg")]
@@ -216,7 +216,7 @@ def test_unknown_preset():
 
 @pytest.mark.parametrize("client", [4, -1])
 def test_client_out_of_range(client):
-    with pytest.raises(ValueError, match=r"client must be in 0\.\.3"):
+    with pytest.raises(ValueError, match=r"client must be an integer in \[0, 3\]"):
         preset_config("smoke", client=client)
 
 

@@ -6,12 +6,12 @@ import matplotlib.pyplot as plt  # the Agg backend is set in conftest.py
 import pytest
 import torch
 
-from pfdm_core.studies import explore
-from pfdm_core.attacks import reconstruction as recon
 from pfdm_core import cli
+from pfdm_core.attacks import reconstruction as recon
 from pfdm_core.core.nets import UNet, UNetConfig
-from pfdm_core.privacy.mechanism import privatize
 from pfdm_core.core.schedule import Schedule
+from pfdm_core.privacy.mechanism import privatize
+from pfdm_core.studies import explore
 
 SCHED = Schedule()
 

@@ -14,22 +14,20 @@ import pytest
 import torch
 from torch import nn
 
-from pfdm_core.methods import pfdm as federated
-from pfdm_core.methods import server
 from pfdm_core import experiment
-from pfdm_core.methods import fedavg as fedavg_mod
-from pfdm_core.methods import registry
-from pfdm_core.data.small import Dataset
-from pfdm_core.data.partition import client_classes
 from pfdm_core.core.diffusion import ddim_timesteps, generate
-from pfdm_core.methods.pfdm import client_upload, pfdm_sample, server_train_shared, split_steps
-from pfdm_core.methods.fedavg import train_fedavg
-from pfdm_core.data.small import union
 from pfdm_core.core.nets import UNet, UNetConfig
-from pfdm_core.privacy.mechanism import clip, epsilon
 from pfdm_core.core.schedule import Schedule
-from pfdm_core.methods.server import Upload
 from pfdm_core.core.train import TrainConfig, TrainResult
+from pfdm_core.data.partition import client_classes
+from pfdm_core.data.small import Dataset, union
+from pfdm_core.methods import fedavg as fedavg_mod
+from pfdm_core.methods import pfdm as federated
+from pfdm_core.methods import registry, server
+from pfdm_core.methods.fedavg import train_fedavg
+from pfdm_core.methods.pfdm import client_upload, pfdm_sample, server_train_shared, split_steps
+from pfdm_core.methods.server import Upload
+from pfdm_core.privacy.mechanism import clip, epsilon
 
 S = Schedule()
 

@@ -13,11 +13,11 @@ import torch
 
 pytest.importorskip("flwr")
 
-from pfdm_core.methods.pfdm import client_upload  # noqa: E402
+from pfdm_core.core.schedule import Schedule  # noqa: E402
 from pfdm_core.flower_app import task  # noqa: E402
 from pfdm_core.flower_app.local import LocalFederation  # noqa: E402
+from pfdm_core.methods.pfdm import client_upload  # noqa: E402
 from pfdm_core.privacy.mechanism import clip  # noqa: E402
-from pfdm_core.core.schedule import Schedule  # noqa: E402
 
 RUN = {"method": "pfdm", "preset": "smoke", "num-clients": 2, "seed": 0}
 
@@ -46,12 +46,12 @@ def test_bad_run_config_gives_clear_errors():
 
 def test_client_t0_never_adds_less_noise_than_proposed():
     cfg = task.AppConfig(num_clients=2).experiment()
-    assert task.client_t0(400, {}, cfg) == 400
-    assert task.client_t0(400, {"t0": 300}, cfg) == 400  # a client cannot ask for less noise
-    assert task.client_t0(400, {"t0": 500}, cfg) == 500
-    assert task.client_t0(100, {"eps": 10.0}, cfg) == 693  # DESIGN.md: smallest t0 with eps <= 10 (C = 10)
+    assert task.client_t0(400, task.NodeSettings(0), cfg) == 400
+    assert task.client_t0(400, task.NodeSettings(0, t0=300), cfg) == 400  # a client cannot ask for less noise
+    assert task.client_t0(400, task.NodeSettings(0, t0=500), cfg) == 500
+    assert task.client_t0(100, task.NodeSettings(0, eps=10.0), cfg) == 693  # DESIGN.md: smallest t0 with eps <= 10 (C = 10)
     with pytest.raises(ValueError, match="t0 must be an integer in 1..999"):
-        task.client_t0(400, {"t0": 1000}, cfg)
+        task.client_t0(400, task.NodeSettings(0, t0=1000), cfg)
     with pytest.raises(ValueError, match="partition-id must be in 0..1"):
         task.load_partition(cfg, 0, 2)
 
@@ -205,8 +205,8 @@ def test_run_finishes_when_a_supernode_dies_before_uploading(tmp_path):
 
 # ----------------------------------------------------------------------------- the server checks every upload
 def _check(x, y, t0, eps, cfg):
-    from pfdm_core.privacy.mechanism import epsilon
     from pfdm_core.methods.server import check_upload
+    from pfdm_core.privacy.mechanism import epsilon
 
     S = Schedule(cfg.T)
     return check_upload(x, y, t0, eps, shape=(1, 8, 8), num_classes=10, sched=S, min_t0=693, clip_norm=cfg.clip_norm,
@@ -323,7 +323,7 @@ def test_run_config_and_node_config_are_type_checked():
     assert node.clip_norm(cfg) == 4.0 and node.noise_seed is None
     assert task.NodeSettings(0, clip=50.0).clip_norm(cfg) == cfg.clip_norm  # never softer than the run
     # the client's own, stricter clip norm sets its t0 for a requested eps
-    assert task.client_t0(100, {"eps": 10.0}, cfg, 4.0) < task.client_t0(100, {"eps": 10.0}, cfg)
+    assert task.client_t0(100, task.NodeSettings(0, eps=10.0), cfg, 4.0) < task.client_t0(100, task.NodeSettings(0, eps=10.0), cfg)
 
 
 def test_a_client_serves_its_own_images(tmp_path):

@@ -8,7 +8,12 @@ import torch
 from torch import nn
 
 from pfdm_core.evaluation import inception
-from pfdm_core.evaluation.inception import InceptionFeatures, available, inception_fid, inception_path
+from pfdm_core.evaluation.inception import (
+    InceptionFeatures,
+    available,
+    inception_fid,
+    inception_path,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.:FutureWarning")  # TorchScript is the format
 

@@ -3,12 +3,12 @@ recipes train and select, shifts augment, the study runs end to end and reports 
 import pytest
 import torch
 
-from pfdm_core.studies import personalization as pz
-from pfdm_core.methods import selection
-from pfdm_core.experiment import preset_config
 from pfdm_core.core.nets import UNetConfig
 from pfdm_core.core.schedule import Schedule
 from pfdm_core.core.train import TrainConfig
+from pfdm_core.experiment import preset_config
+from pfdm_core.methods import selection
+from pfdm_core.studies import personalization as pz
 
 
 class Forbidden:

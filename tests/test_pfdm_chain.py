@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pfdm_core.core.diffusion import FullChainEps, generate, sub_chain_eps_scale
-from pfdm_core.methods.pfdm import pfdm_handover, pfdm_sample, split_steps
 from pfdm_core.core.schedule import Schedule
+from pfdm_core.methods.pfdm import pfdm_handover, pfdm_sample, split_steps
 from pfdm_core.studies.toy import AffineDenoiser, ToyConfig
 
 S = Schedule()
@@ -122,10 +122,10 @@ def test_sub_chain_eps_scale_is_tweedie_ratio():
 
 def test_every_documented_t0_trains_and_samples():
     """t0 = T - 1 (eps ~ 0.6 per image at C = 10): the shared model owns the single step T."""
-    from pfdm_core.methods.pfdm import client_upload, server_train_shared
-    from pfdm_core.data.small import Dataset
     from pfdm_core.core.nets import UNet, UNetConfig
     from pfdm_core.core.train import TrainConfig
+    from pfdm_core.data.small import Dataset
+    from pfdm_core.methods.pfdm import client_upload, server_train_shared
 
     data = Dataset(torch.rand(8, 1, 8, 8) * 2 - 1, torch.arange(8) % 4)
     make = lambda: UNet(UNetConfig(base_channels=8))  # noqa: E731

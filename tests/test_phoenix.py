@@ -6,16 +6,26 @@ import pytest
 import torch
 from torch import nn
 
-from pfdm_core.methods import fedavg as phoenix
-from pfdm_core.data.small import Dataset, load_digits
-from pfdm_core.data.partition import cluster_partition
-from pfdm_core.methods.fedavg import train_fedavg
 from pfdm_core.core.nets import UNet, UNetConfig
-from pfdm_core.methods.fedavg import PhoenixConfig, personal_keys, share_global_subset, train_phoenix, weighted_average
-from pfdm_core.data.partition import dirichlet_partition, iid_partition, partition
-from pfdm_core.evaluation.metrics import knn_precision_score
 from pfdm_core.core.schedule import Schedule
 from pfdm_core.core.train import TrainConfig, TrainResult
+from pfdm_core.data.partition import (
+    cluster_partition,
+    dirichlet_partition,
+    iid_partition,
+    partition,
+)
+from pfdm_core.data.small import Dataset, load_digits
+from pfdm_core.evaluation.metrics import knn_precision_score
+from pfdm_core.methods import fedavg as phoenix
+from pfdm_core.methods.fedavg import (
+    PhoenixConfig,
+    personal_keys,
+    share_global_subset,
+    train_fedavg,
+    train_phoenix,
+    weighted_average,
+)
 
 S = Schedule()
 

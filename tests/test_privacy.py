@@ -2,8 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from pfdm_core.privacy.mechanism import clip, epsilon, epsilon_curve, privatize, sigma_of, t0_for_epsilon
 from pfdm_core.core.schedule import Schedule
+from pfdm_core.privacy.mechanism import (
+    clip,
+    epsilon,
+    epsilon_curve,
+    privatize,
+    sigma_of,
+    t0_for_epsilon,
+)
 
 S = Schedule()
 

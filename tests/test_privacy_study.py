@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pfdm_core.studies import privacy_study as ps
 from pfdm_core.core.nets import UNetConfig
-from pfdm_core.data.small import digits_split
 from pfdm_core.core.train import TrainConfig
+from pfdm_core.data.small import digits_split
+from pfdm_core.studies import privacy_study as ps
 
 TINY_TRAIN = TrainConfig(steps=2, batch_size=8, lr=1e-3)
 TINY = replace(ps.PRESETS["smoke"], num_members=12, num_nonmembers=20, t0s=(300, 693), personal_t0=693,

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from dataclasses import fields, replace
+from dataclasses import FrozenInstanceError, fields, replace
 
 import pytest
 import torch
@@ -340,6 +340,6 @@ def test_cli_download_failure_is_one_line(isolated_roots, monkeypatch, capsys):
 
 
 def test_frozen_configs():
-    with pytest.raises(Exception):
+    with pytest.raises(FrozenInstanceError):
         TrainConfig().steps = 5  # type: ignore[misc]
     assert replace(TrainConfig(), steps=5).steps == 5

@@ -3,12 +3,12 @@ validation loss, and early stopping that returns the weights of the best validat
 import pytest
 import torch
 
-from pfdm_core.methods import selection
-from pfdm_core.data.partition import cluster_partition
-from pfdm_core.data.small import load_digits
 from pfdm_core.core.nets import UNet, UNetConfig
 from pfdm_core.core.schedule import Schedule
 from pfdm_core.core.train import TrainConfig
+from pfdm_core.data.partition import cluster_partition
+from pfdm_core.data.small import load_digits
+from pfdm_core.methods import selection
 
 
 @pytest.fixture(scope="module")

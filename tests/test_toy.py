@@ -4,8 +4,8 @@ import pytest
 import scipy.linalg
 import torch
 
-from pfdm_core.studies import toy
 from pfdm_core.core.schedule import Schedule, q_sample_from
+from pfdm_core.studies import toy
 
 SCHED = Schedule(1000)
 

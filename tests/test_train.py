@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from pfdm_core.core.nets import UNet, UNetConfig
-from pfdm_core.studies.digits_ddpm import digits_ddpm
 from pfdm_core.core.schedule import Schedule
 from pfdm_core.core.train import TrainConfig, train
+from pfdm_core.studies.digits_ddpm import digits_ddpm
 
 S = Schedule()
 

@@ -60,7 +60,7 @@ def eps_lower_bound(stat_x: torch.Tensor | np.ndarray, stat_xp: torch.Tensor | n
 
 def audit_upload(sched: Schedule, t0: int, clip_norm: float = 10.0, num_trials: int = 10_000, delta: float = 1e-5,
                  alpha: float = 0.05, shape: tuple[int, ...] = (1, 8, 8), seed: int = 0) -> Audit:
-    """Audit `privacy.privatize` at t0 with x = C u, x' = -C u (||x - x'|| = 2C, both unclipped).
+    """Audit `privacy.mechanism.privatize` at t0 with x = C u, x' = -C u (||x - x'|| = 2C, both unclipped).
 
     The statistic <x_tilde, u> is the likelihood ratio test of this Gaussian pair (the optimal
     attack), drawn num_trials times per neighbour in one batch.

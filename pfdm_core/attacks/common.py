@@ -59,7 +59,7 @@ class EpsFn:
 
     @classmethod
     def pfdm(cls, shared: nn.Module, personal: nn.Module, sched: Schedule, t0: int) -> EpsFn:
-        """Client m's chain as `federated.pfdm_sample` runs it: personal t <= t0, shared t > t0."""
+        """Client m's chain as `methods.pfdm.pfdm_sample` runs it: personal t <= t0, shared t > t0."""
         t0 = sched.check_step(t0, "t0", 1, sched.T - 1)
         return cls(sched, Segment(personal, 1, t0), Segment(shared, t0 + 1, sched.T, t0))
 

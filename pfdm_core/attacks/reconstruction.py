@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pfdm_core.attacks.common import EpsFn, _check_batch
 from pfdm_core.core.diffusion import ddim_sample
 from pfdm_core.core.schedule import Schedule
 from pfdm_core.evaluation.metrics import accuracy
 from pfdm_core.privacy.mechanism import check_images
-from pfdm_core.attacks.common import EpsFn, _check_batch
 
 
 @torch.no_grad()
@@ -103,7 +103,7 @@ def reconstruction_attack(eps_fn: EpsFn, x_tilde: torch.Tensor, t0: int, x_true:
                           num_steps: int = 50) -> Reconstruction:
     """Denoise uploads x_tilde (at step t0) back to x_0 and score against the truth.
 
-    A model owning steps 1..t0 runs deterministic DDIM t0 -> 0 (`explore.reconstruct`); one that
+    A model owning steps 1..t0 runs deterministic DDIM t0 -> 0 (`reconstruct`); one that
     owns none below t0 (PFDM's shared model) can only make the one-step estimate
     x0_hat = (x_tilde - sqrt(1 - abar_t0) eps_hat) / sqrt(abar_t0) with eps_hat at its first step.
     Labels are public in PFDM: a conditional model gets y. Candidates for re-identification are

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -53,6 +54,15 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=1))
+
+
+def data_fingerprint(x: torch.Tensor, y: torch.Tensor | None = None, length: int = 16) -> str:
+    """sha256 (first `length` hex digits) of images and labels: what trained a checkpoint or a cache, what an
+    upload ledger is keyed by."""
+    h = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes())
+    if y is not None:
+        h.update(y.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:length]
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

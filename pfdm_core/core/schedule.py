@@ -61,7 +61,11 @@ class Schedule:
     def check_step(self, t: int, name: str = "t", lo: int = 0, hi: int | None = None) -> int:
         """Return int(t) if lo <= t <= hi (default 0..T), else raise a ValueError naming it."""
         hi = self.T if hi is None else hi
-        if isinstance(t, bool) or int(t) != t or not lo <= int(t) <= hi:
+        try:
+            ok = not isinstance(t, (bool, str)) and int(t) == t and lo <= int(t) <= hi
+        except (TypeError, ValueError, OverflowError):  # None, NaN, infinity, objects
+            ok = False
+        if not ok:
             raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {t!r}")
         return int(t)
 

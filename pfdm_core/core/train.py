@@ -8,7 +8,6 @@ with its own data and step range [t_lo, t_hi] on the sub-chain starting at `orig
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,8 +17,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pfdm_core.core.diffusion import diffusion_loss
 from pfdm_core.core import checkpoint as ckpt
+from pfdm_core.core.checkpoint import data_fingerprint
+from pfdm_core.core.diffusion import diffusion_loss
 from pfdm_core.core.schedule import Schedule
 
 
@@ -57,14 +57,6 @@ def ema_update(ema: nn.Module | None, model: nn.Module, decay: float) -> None:
     if ema is not None:
         for pe, pm in zip(ema.parameters(), model.parameters()):
             pe.lerp_(pm, 1 - decay)
-
-
-def data_fingerprint(x: torch.Tensor, y: torch.Tensor | None = None) -> str:
-    """sha256 of the training data (images and labels): a checkpoint resumes only on the data that trained it."""
-    h = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes())
-    if y is not None:
-        h.update(y.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def device() -> torch.device:

@@ -12,8 +12,7 @@ import warnings
 import torch
 
 from pfdm_core.core import paths
-from pfdm_core.core.checkpoint import atomic_save
-from pfdm_core.core.train import data_fingerprint
+from pfdm_core.core.checkpoint import atomic_save, data_fingerprint
 from pfdm_core.data.small import Dataset, digits_split
 from pfdm_core.evaluation.metrics import Classifier, train_classifier
 
@@ -30,7 +29,8 @@ def cached_classifier(name: str, data: Dataset, epochs: int, seed: int, progress
             model.load_state_dict(torch.load(path, map_location="cpu"))
             return model.eval()
         except Exception as e:  # a damaged cache: train again and replace it
-            warnings.warn(f"cached classifier {path} cannot be read ({type(e).__name__}); training it again")
+            warnings.warn(f"cached classifier {path} cannot be read ({type(e).__name__}); training it again",
+                          stacklevel=2)
     model = train_classifier(data.x, data.y, epochs=epochs, seed=seed, progress=progress)
     atomic_save(model.state_dict(), path)
     return model

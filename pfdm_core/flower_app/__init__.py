@@ -6,7 +6,7 @@
     server_app.py    ServerApp: PFDM (upload -> shared -> personal -> metrics) or Flower's FedAvg
     local.py         a SuperLink and SuperNodes on 127.0.0.1 (subprocesses) for tests and notebook 09
 
-The algorithms live in pfdm_core (federated, server, privacy, train, experiment); these files
+The algorithms live in pfdm_core (methods, privacy, core, experiment); these files
 only move tensors between Flower messages and those functions. See README.md beside this file.
 """
 from pathlib import Path

@@ -22,8 +22,8 @@ import torch  # noqa: E402
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
 
-from pfdm_core.flower_app import task  # noqa: E402
 from pfdm_core.core.paths import runs_dir  # noqa: E402
+from pfdm_core.flower_app import task  # noqa: E402
 
 app = ClientApp()
 
@@ -44,7 +44,7 @@ def _setup(msg: Message, context: Context):
 def upload(msg: Message, context: Context) -> Message:
     conf, cfg, node = _setup(msg, context)
     pid, clip_norm = node.partition_id, node.clip_norm(cfg)
-    t0 = task.client_t0(int(msg.content["config"]["t0"]), context.node_config, cfg, clip_norm)
+    t0 = task.client_t0(int(msg.content["config"]["t0"]), node, cfg, clip_norm)
     state_dir = node.state_dir or runs_dir() / "flower_clients" / f"p{pid}"
     up, repeated = task.upload_once(cfg, task.client_data(cfg, conf.seed, node), t0, state_dir, node.noise_seed,
                                     clip_norm)

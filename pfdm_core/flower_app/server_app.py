@@ -29,11 +29,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict  # 
 from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
 
-from pfdm_core.flower_app import task  # noqa: E402
-from pfdm_core.privacy.mechanism import epsilon  # noqa: E402
+from pfdm_core.core.checkpoint import atomic_write, write_json  # noqa: E402
 from pfdm_core.core.schedule import Schedule  # noqa: E402
+from pfdm_core.flower_app import task  # noqa: E402
 from pfdm_core.methods.server import Upload, check_upload  # noqa: E402
-from pfdm_core.core.checkpoint import atomic_write  # noqa: E402
+from pfdm_core.privacy.mechanism import epsilon  # noqa: E402
 
 app = ServerApp()
 
@@ -99,13 +99,13 @@ def main(grid: Grid, context: Context) -> None:
                   bytes_received={str(k): v for k, v in audit.received.items()},
                   model_bytes=task.array_bytes(task.make_model(cfg, conf.seed).state_dict()))
     audit.save(out)
-    (out / "result.json").write_text(json.dumps(result, indent=1))
+    write_json(out / "result.json", result)
     status(out, "done")
 
 
 def status(out: Path, phase: str, **info) -> None:
     """Write out/status.json: where the run is (tests and the notebook watch it)."""
-    (out / "status.json").write_text(json.dumps({"phase": phase, "time": time.time(), **info}))
+    write_json(out / "status.json", {"phase": phase, "time": time.time(), **info})
 
 
 def wait_for_nodes(grid: Grid, min_clients: int, timeout: float) -> list[int]:

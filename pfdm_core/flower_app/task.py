@@ -1,6 +1,6 @@
 """The app's task: a thin adapter from Flower's run/node config to pfdm_core (DESIGN.md 2).
 
-Nothing here re-implements PFDM: the client side calls `federated.client_upload` and
+Nothing here re-implements PFDM: the client side calls `methods.pfdm.client_upload` and
 `client_train_personal`, the server side `server.server_train_shared`, evaluation calls
 `experiment.sample_method` / `evaluate_client`, with the split and model factory of
 `experiment` so that a Flower run and notebook 04's in-process run are like for like.
@@ -8,7 +8,6 @@ Nothing here re-implements PFDM: the client side calls `federated.client_upload`
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -21,16 +20,17 @@ import torch
 from torch import nn
 
 from pfdm_core import experiment
-from pfdm_core.data.small import Dataset
-from pfdm_core.data.partition import client_classes
-from pfdm_core.methods.pfdm import client_train_personal, client_upload
-from pfdm_core.methods.fedavg import fedavg_client_config
-from pfdm_core.privacy.mechanism import t0_for_epsilon
+from pfdm_core.core.checkpoint import atomic_save, write_json
+from pfdm_core.core.checkpoint import data_fingerprint as fingerprint
 from pfdm_core.core.paths import runs_dir
 from pfdm_core.core.schedule import Schedule, q_sample_from
-from pfdm_core.methods.server import Upload, server_train_shared
 from pfdm_core.core.train import TrainConfig, train
-from pfdm_core.core.checkpoint import atomic_save
+from pfdm_core.data.partition import client_classes
+from pfdm_core.data.small import Dataset
+from pfdm_core.methods.fedavg import fedavg_client_config
+from pfdm_core.methods.pfdm import client_train_personal, client_upload
+from pfdm_core.methods.server import Upload, server_train_shared
+from pfdm_core.privacy.mechanism import t0_for_epsilon
 
 METHODS = ("pfdm", "fedavg")
 
@@ -196,32 +196,29 @@ def array_bytes(arrays: Mapping[str, Any]) -> int:
 
 
 # ----------------------------------------------------------------------------- PFDM, client side
-def client_t0(proposed: int, node_config: Mapping[str, Any], cfg: experiment.ExperimentConfig,
+def client_t0(proposed: int, node: NodeSettings, cfg: experiment.ExperimentConfig,
               clip_norm: float | None = None) -> int:
-    """The client's own t0: node-config "t0" or "eps" (per image, at its clip norm), never less noise than proposed."""
+    """The client's own t0: its (checked) node settings' t0 or eps, per image at its clip norm; never less noise
+    than proposed."""
     sched = Schedule(cfg.T)
-    own = int(node_config.get("t0", 0))
-    if "eps" in node_config:
-        own = max(own, t0_for_epsilon(float(node_config["eps"]), sched, clip_norm=clip_norm or cfg.clip_norm,
-                                      delta=cfg.delta))
+    own = node.t0
+    if node.eps > 0:
+        own = max(own, t0_for_epsilon(node.eps, sched, clip_norm=clip_norm or cfg.clip_norm, delta=cfg.delta))
     t0 = max(int(proposed), own)
     return sched.check_step(t0, "t0", 1, cfg.T - 1)
 
 
 def data_fingerprint(data: Dataset) -> str:
-    """sha256 of a client's images and labels: the key of its upload ledger."""
-    h = hashlib.sha256()
-    for t in (data.x, data.y):
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    """sha256 of a client's images and labels: the key of its upload ledger (`core.checkpoint.data_fingerprint`)."""
+    return fingerprint(data.x, data.y, length=64)
 
 
 def upload_once(cfg: experiment.ExperimentConfig, data: Dataset, t0: int, state_dir: str | Path,
                 noise_seed: int | None = None, clip_norm: float | None = None) -> tuple[Upload, bool]:
-    """Privatize a client's data once (federated.client_upload, clip norm `clip_norm` or the run's) with
+    """Privatize a client's data once (methods.pfdm.client_upload, clip norm `clip_norm` or the run's) with
     secret noise.
 
-    The noise comes from the operating system's entropy (`privacy.secret_normal`): nothing the
+    The noise comes from the operating system's entropy (`privacy.mechanism.secret_normal`): nothing the
     server holds (run config, seed, partition ids, the uploads) regenerates it. `noise_seed` is the
     client's own, INSECURE choice for simulations that must reproduce an in-process run (notebook 09
     sets it through node-config "insecure-noise-seed"); the server's run config never reaches it.
@@ -230,13 +227,18 @@ def upload_once(cfg: experiment.ExperimentConfig, data: Dataset, t0: int, state_
     no new noise and no new eps. Returns (upload, repeated)."""
     path = Path(state_dir) / f"upload_{data_fingerprint(data)[:32]}.pt"
     if path.exists():
-        return Upload(**torch.load(path, weights_only=True)), True
+        try:
+            return Upload(**torch.load(path, weights_only=True)), True
+        except Exception as e:  # never privatize again silently: a second upload spends eps a second time
+            raise ValueError(f"stored upload {path} cannot be read ({type(e).__name__}); this client already released "
+                             "an upload of these images (ledger.jsonl): restore the file, or delete it knowing that a "
+                             "new upload spends eps again") from None
     up = client_upload(data, t0, Schedule(cfg.T), clip_norm or cfg.clip_norm, seed=noise_seed, delta=cfg.delta)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save({"x_tilde": up.x_tilde, "y": up.y, "t0": up.t0, "eps": up.eps}, path)
     entry = {"fingerprint": path.stem.removeprefix("upload_"), "t0": up.t0, "eps_spent": up.eps, "images": len(up.y),
              "clip_norm": clip_norm or cfg.clip_norm, "secret_noise": noise_seed is None, "time": time.time()}
-    (path.with_suffix(".json")).write_text(json.dumps(entry))
+    write_json(path.with_suffix(".json"), entry)
     with open(Path(state_dir) / "ledger.jsonl", "a") as f:  # every release this client ever made, append-only
         f.write(json.dumps(entry) + "\n")
         f.flush()
@@ -293,7 +295,7 @@ def train_shared(uploads: list[Upload], cfg: experiment.ExperimentConfig, seed: 
 # ----------------------------------------------------------------------------- FedAvg, client side
 def fedavg_local(cfg: experiment.ExperimentConfig, seed: int, partition_id: int, state: dict, server_round: int,
                  rounds: int) -> tuple[dict, float, int]:
-    """One FedAvg client step, as inside federated.train_fedavg: steps // rounds local steps."""
+    """One FedAvg client step, as inside methods.fedavg.train_phoenix: steps // rounds local steps."""
     data = load_partition(cfg, seed, partition_id)
     model = make_model(cfg, seed)
     model.load_state_dict(state)

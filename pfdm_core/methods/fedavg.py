@@ -32,9 +32,10 @@ from torch import nn
 from tqdm.auto import trange
 
 from pfdm_core.core import checkpoint as ckpt
+from pfdm_core.core.checkpoint import data_fingerprint
 from pfdm_core.core.diffusion import generate
 from pfdm_core.core.schedule import Schedule
-from pfdm_core.core.train import TrainConfig, data_fingerprint, train
+from pfdm_core.core.train import TrainConfig, train
 from pfdm_core.data.small import Dataset, union
 from pfdm_core.methods.server import ModelFactory
 

@@ -13,19 +13,19 @@ import os
 import torch
 from torch import nn
 
-from pfdm_core.data.small import Dataset
 from pfdm_core.core.diffusion import FullChainEps, generate
-from pfdm_core.privacy.mechanism import clip, epsilon, privatize
 from pfdm_core.core.schedule import Schedule
-from pfdm_core.methods.server import ModelFactory, Upload, server_train_shared
 from pfdm_core.core.train import TrainConfig, train
+from pfdm_core.data.small import Dataset
+from pfdm_core.methods.server import ModelFactory, Upload, server_train_shared
+from pfdm_core.privacy.mechanism import clip, epsilon, privatize
 
 
 def client_upload(data: Dataset, t0: int, sched: Schedule, clip_norm: float, seed: int | None = None,
                   delta: float = 1e-5, accountant: str = "thm51") -> Upload:
     """Client side: clip each image to norm clip_norm and diffuse it to step t0, once.
 
-    seed None: secret noise (`privacy.secret_normal`), what a real client must use. An integer seed
+    seed None: secret noise (`privacy.mechanism.secret_normal`), what a real client must use. An integer seed
     makes the upload reproducible and is INSECURE: whoever knows the seed inverts the upload. It is for
     in-process simulations, where one process plays every party (notebooks, experiment.run)."""
     g = None if seed is None else torch.Generator().manual_seed(seed)
@@ -41,8 +41,8 @@ def client_train_personal(data: Dataset, t0: int, make_model: ModelFactory, sche
 
     This is the paper's recipe (the whole `config.steps`, no hold-out), kept so notebook 04 reproduces
     the paper's protocol. The recipe that generalizes better on few images (validation-selected length,
-    EMA, dropout, weight decay; notebook 10) is `personalization.OUR_RECIPE`, trained by
-    `personalization.train_client_model` with a held-out split of the client's data."""
+    EMA, dropout, weight decay; notebook 10) is `studies.personalization.OUR_RECIPE`, trained by
+    `studies.personalization.train_client_model` with a held-out split of the client's data."""
     t0 = sched.check_step(t0, "t0", 1, sched.T - 1)
     x = clip(data.x, clip_norm) if clip_norm is not None else data.x
     return train(make_model(), sched, x, data.y, 1, t0, config=config, checkpoint=checkpoint,

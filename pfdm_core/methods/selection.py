@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pfdm_core.data.small import Dataset
-from pfdm_core.core.schedule import Schedule, q_sample_from
-from pfdm_core.core.train import TrainConfig, data_fingerprint, train
 from pfdm_core.core import checkpoint as ckpt
+from pfdm_core.core.checkpoint import data_fingerprint
+from pfdm_core.core.schedule import Schedule, q_sample_from
+from pfdm_core.core.train import TrainConfig, train
+from pfdm_core.data.small import Dataset
 
 
 def stratified_holdout(data: Dataset, fraction: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
@@ -94,7 +95,7 @@ def train_selected(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.
                    val: ValidationLoss, origin: int = 0, config: TrainConfig | None = None, every: int = 50,
                    patience: int = 0, checkpoint: str | os.PathLike | None = None, progress: bool = True,
                    desc: str = "train (selected)") -> Selected:
-    """`train.train` up to config.steps, keeping the weights of the lowest validation loss seen
+    """`core.train.train` up to config.steps, keeping the weights of the lowest validation loss seen
     every `every` steps; with `patience` > 0, training stops once that many evaluations in a row
     bring no improvement (early stopping). The best weights, the curve and whether training
     stopped are saved beside `checkpoint` (`<name>.best.pt`) at every evaluation: a rerun
@@ -104,7 +105,8 @@ def train_selected(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.
         raise ValueError(f"need every >= 1 and patience >= 0, got {every}, {patience}")
     best_path = Path(checkpoint).with_suffix(".best.pt") if checkpoint else None
     fingerprint = dict(config=asdict(config), every=every, patience=patience, steps=[t_lo, t_hi, origin],
-                       data=data_fingerprint(x, y), validation=data_fingerprint(val.x_t, val.y))
+                       data=data_fingerprint(x, y),
+                       validation=data_fingerprint(val.x_t, val.y) if isinstance(val, ValidationLoss) else None)
     state = {"step": 0, "loss": float("inf"), "model": None, "curve": [], "stopped": False}
     saved = ckpt.resume(best_path, fingerprint, legacy=lambda s: "curve" in s)  # older files: trusted by name
     if saved is not None:

@@ -39,11 +39,12 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from tqdm.auto import tqdm
 
-from pfdm_core.core.diffusion import diffusion_loss
-from pfdm_core.privacy.mechanism import check_delta, check_positive
-from pfdm_core.core.schedule import Schedule
-from pfdm_core.core.train import TrainConfig, data_fingerprint, ema_update
 from pfdm_core.core import checkpoint as ckpt
+from pfdm_core.core.checkpoint import data_fingerprint
+from pfdm_core.core.diffusion import diffusion_loss
+from pfdm_core.core.schedule import Schedule
+from pfdm_core.core.train import TrainConfig, ema_update
+from pfdm_core.privacy.mechanism import check_delta, check_positive
 
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 
@@ -123,7 +124,7 @@ def train_dpsgd(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.Ten
                 config: TrainConfig | None = None, dp: DPConfig | None = None,
                 checkpoint: str | os.PathLike | None = None, progress: bool = True, desc: str = "DP-SGD") -> DPResult:
     """DPDM on data (x, y) over all steps 1..T: `config.steps` Poisson batches of expected size
-    `config.batch_size`, Adam (lr, weight_decay), EMA and label dropout as in `train.train`.
+    `config.batch_size`, Adam (lr, weight_decay), EMA and label dropout as in `core.train.train`.
     `config.grad_clip` is ignored: the per-example clip dp.clip_norm replaces it. Checkpoints
     (model, optimizer, accountant, both generators) every `checkpoint_every` steps and resumes.
     The returned model may be a fixed copy of `model` (see `make_dp_compatible`)."""

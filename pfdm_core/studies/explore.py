@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pfdm_core.attacks.reconstruction import (posterior_mean_x0, reconstruct, reid_rate, scores)
+from pfdm_core.attacks.reconstruction import posterior_mean_x0, reconstruct, reid_rate, scores
+from pfdm_core.core.schedule import Schedule
 from pfdm_core.evaluation import plotting
 from pfdm_core.privacy.mechanism import ACCOUNTANTS, UNITS, clip, epsilon, epsilon_curve
-from pfdm_core.core.schedule import Schedule
 
 # attack sizes per preset: candidates N (test images), DDIM steps, t0 values scored
 RECON = {

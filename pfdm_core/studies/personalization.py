@@ -26,10 +26,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pfdm_core.evaluation import metrics
-from pfdm_core.data.small import Dataset
-from pfdm_core.data.partition import client_classes
+from pfdm_core.core.checkpoint import check_config_folder, load_checkpoint
 from pfdm_core.core.diffusion import generate
+from pfdm_core.core.schedule import Schedule
+from pfdm_core.core.train import TrainConfig
+from pfdm_core.data.partition import client_classes
+from pfdm_core.data.small import Dataset, union
+from pfdm_core.evaluation import metrics
 from pfdm_core.experiment import (
     ExperimentConfig,
     Split,
@@ -39,12 +42,8 @@ from pfdm_core.experiment import (
     model_factory,
 )
 from pfdm_core.methods.pfdm import client_upload, pfdm_sample, server_train_shared
-from pfdm_core.data.small import union
-from pfdm_core.privacy.mechanism import clip, epsilon
-from pfdm_core.core.schedule import Schedule
 from pfdm_core.methods.selection import ValidationLoss, stratified_holdout, train_selected
-from pfdm_core.core.train import TrainConfig
-from pfdm_core.core.checkpoint import check_config_folder, load_checkpoint
+from pfdm_core.privacy.mechanism import clip, epsilon
 
 
 @dataclass(frozen=True)

@@ -32,22 +32,26 @@ from tqdm.auto import tqdm
 
 from pfdm_core import attacks
 from pfdm_core.attacks import EpsFn, MIAResult, Segment
-from pfdm_core.data.small import Dataset
-from pfdm_core.core.diffusion import generate
 from pfdm_core.attacks.reconstruction import chance_scores, l2_distance, reid_rate, ssim
-from pfdm_core.studies.explore import show_rows
-from pfdm_core.methods.pfdm import client_train_personal, client_upload, pfdm_sample, server_train_shared
-from pfdm_core.methods.ddpm import train_full
-from pfdm_core.evaluation.metrics import accuracy
-from pfdm_core.core.nets import UNet, UNetConfig
-from pfdm_core.core.presets import choose
-from pfdm_core.privacy.mechanism import clip, epsilon, epsilon_curve
-from pfdm_core.data.small import digits_split
-from pfdm_core.core.paths import runs_dir
-from pfdm_core.core.schedule import Schedule
-from pfdm_core.methods.server import Upload
-from pfdm_core.core.train import TrainConfig, device
 from pfdm_core.core.checkpoint import check_config_folder
+from pfdm_core.core.diffusion import generate
+from pfdm_core.core.nets import UNet, UNetConfig
+from pfdm_core.core.paths import runs_dir
+from pfdm_core.core.presets import choose
+from pfdm_core.core.schedule import Schedule
+from pfdm_core.core.train import TrainConfig, device
+from pfdm_core.data.small import Dataset, digits_split
+from pfdm_core.evaluation.metrics import accuracy
+from pfdm_core.methods.ddpm import train_full
+from pfdm_core.methods.pfdm import (
+    client_train_personal,
+    client_upload,
+    pfdm_sample,
+    server_train_shared,
+)
+from pfdm_core.methods.server import Upload
+from pfdm_core.privacy.mechanism import clip, epsilon, epsilon_curve
+from pfdm_core.studies.explore import show_rows
 
 # The paper's reported membership-inference AUC (DESIGN.md 3), for orientation only: other data, models, budgets.
 PAPER_AUC = {"pfdm": 0.50, "non-private": (0.82, 0.996)}

@@ -1,7 +1,7 @@
 """Theorem 5.2 toy (DESIGN.md 2): a 2-D Gaussian mixture where PFDM has closed forms.
 
-Data: component k is N(mu_k, Sigma_k) (`data.default_mixture`), label k. M clients in two
-clusters (`data.cluster_partition`): client m holds n_maj points of each majority class and
+Data: component k is N(mu_k, Sigma_k) (`data.small.default_mixture`), label k. M clients in two
+clusters (`data.partition.cluster_partition`): client m holds n_maj points of each majority class and
 n_min of each minority class; heterogeneity is n_maj / n_min. Points are clipped to norm C.
 
 Class-wise affine denoiser. On a sub-chain with origin s and r = abar_t / abar_s, the optimal
@@ -40,11 +40,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pfdm_core.data.small import Dataset, default_mixture, gaussian_mixture
-from pfdm_core.data.partition import cluster_classes, cluster_partition
 from pfdm_core.core.diffusion import FullChainEps, ddim_sample
-from pfdm_core.privacy.mechanism import clip, epsilon, privatize
 from pfdm_core.core.schedule import Schedule
+from pfdm_core.data.partition import cluster_classes, cluster_partition
+from pfdm_core.data.small import Dataset, default_mixture, gaussian_mixture
+from pfdm_core.privacy.mechanism import clip, epsilon, privatize
 
 # reps: client data draws; t0s / n_mins: sweeps; sim_n: samples of the simulated chain
 TOY_PRESETS = {
@@ -219,7 +219,7 @@ def run_trials(cfg: ToyConfig, t0s: list[int], reps: int = 200, seed: int = 0,
 
 # ----------------------------------------------------------------------------- one data draw, simulated
 def client_split(cfg: ToyConfig, seed: int = 0) -> tuple[Dataset, list[np.ndarray]]:
-    """All clients' points (clipped) and each client's index array (`data.cluster_partition`)."""
+    """All clients' points (clipped) and each client's index array (`data.partition.cluster_partition`)."""
     data = gaussian_mixture(cfg.counts().sum(0).tolist(), cfg.means, cfg.covs, seed)
     if cfg.clip_norm is not None:
         data = Dataset(clip(data.x, cfg.clip_norm), data.y)
@@ -279,7 +279,7 @@ def sample_chain(shared: nn.Module | None, personal: nn.Module, y: torch.Tensor,
     stops = sorted({cfg.T, 0, *snapshots} | ({t0} if shared is not None else set()), reverse=True)
     x, out = x_T, {cfg.T: x_T}
     for hi, lo in pairwise(stops):
-        # the shared fit answers on the full chain (diffusion.FullChainEps), as in federated.pfdm_sample
+        # the shared fit answers on the full chain (diffusion.FullChainEps), as in methods.pfdm.pfdm_sample
         model = FullChainEps(shared, sched, t0) if shared is not None and lo >= t0 else personal
         x = ddim_sample(model, sched, x, y, t_hi=hi, t_lo=lo, num_steps=hi - lo, clip_x0=False)
         out[lo] = x
