@@ -33,9 +33,9 @@ sys.path.insert(0, str(common.REPO / "scripts"))
 import rerun  # noqa: E402
 
 from pfdm_core.core.diffusion import diffusion_loss  # noqa: E402
-from pfdm_core.experiment import PRESETS  # noqa: E402
 from pfdm_core.core.nets import UNet  # noqa: E402
 from pfdm_core.core.schedule import Schedule  # noqa: E402
+from pfdm_core.experiment import PRESETS  # noqa: E402
 
 NOTEBOOKS = common.REPO / "notebooks"
 

@@ -26,25 +26,30 @@ import common  # noqa: E402
 import torch  # noqa: E402
 
 from pfdm_core import experiment  # noqa: E402
-from pfdm_core.core.paths import REPO_ROOT  # noqa: E402
-from pfdm_core.data.partition import client_classes
 from pfdm_core.core.diffusion import diffusion_loss  # noqa: E402
-from pfdm_core.methods.pfdm import client_train_personal, client_upload, pfdm_sample, server_train_shared  # noqa: E402
 from pfdm_core.core.nets import UNet, count_parameters  # noqa: E402
+from pfdm_core.core.paths import REPO_ROOT  # noqa: E402
 from pfdm_core.core.schedule import Schedule  # noqa: E402
+from pfdm_core.data.partition import client_classes
+from pfdm_core.methods.pfdm import (  # noqa: E402
+    client_train_personal,
+    client_upload,
+    pfdm_sample,
+    server_train_shared,
+)
 
 BYTES_PRESETS = [("digits", "cpu"), ("mnist", "cpu"), ("cmnist", "cpu"), ("mnist", "paper"), ("cifar10", "paper")]
 
 
 def client_images(cfg: experiment.ExperimentConfig, client: int = 0) -> int:
-    majority, minority = client_classes(client, cfg.num_clients, cfg.net.num_classes)
-    return len(majority) * cfg.majority_per_class + len(minority) * cfg.minority_per_class
+    majority, minority = client_classes(client, cfg.split.num_clients, cfg.net.num_classes)
+    return len(majority) * cfg.split.majority_per_class + len(minority) * cfg.split.minority_per_class
 
 
 def bytes_per_client(cfg: experiment.ExperimentConfig, params: int) -> dict:
     n, d = client_images(cfg), cfg.net.in_channels * cfg.net.image_size ** 2
     images, model = n * (d * 4 + 8), params * 4
-    rounds = cfg.fedavg_rounds * cfg.fedavg_fraction  # expected rounds a client takes part in
+    rounds = cfg.fedavg.rounds * cfg.fedavg.fraction  # expected rounds a client takes part in
     out = {"images": n, "dim": d, "params": params,
            "pfdm_up": images, "pfdm_down": model, "fedavg_up": rounds * model, "fedavg_down": (rounds + 1) * model,
            "central_up": images, "central_down": model, "local_up": 0, "local_down": 0}
@@ -69,10 +74,10 @@ def main(argv=None) -> dict:
     out = Path(args.out) if args.out else common.default_out()
     preset = "smoke" if args.quick else "cpu"
     cfg = experiment.PRESETS["digits"][preset]
-    t0, seed, sched = cfg.t0s[0], 0, Schedule(cfg.T)
+    t0, seed, sched = cfg.privacy.t0s[0], 0, Schedule(cfg.T)
     tc = replace(cfg.train, seed=seed, checkpoint_every=max(1, cfg.train.steps // 4))
     split = experiment.make_split(cfg, seed)
-    me = split.clients[cfg.client]
+    me = split.clients[cfg.eval.client]
     ckdir = out / f"checkpoints_digits_{preset}"
     reuse_dir = REPO_ROOT / "runs" / preset / "digits" / f"seed{seed}"  # notebook 04's models, read only
     if not args.quick and (reuse_dir / "config.json").exists():
@@ -84,9 +89,9 @@ def main(argv=None) -> dict:
         reuse_dir = None
 
     def make(base: int):  # the runs' factory at another width
-        return experiment.model_factory(replace(cfg, net=replace(cfg.net, base_channels=base)), seed)
+        return experiment.model_factory(cfg.override(net=replace(cfg.net, base_channels=base)), seed)
 
-    uploads = [client_upload(d, t0, sched, cfg.clip_norm, seed=seed * 100 + m, delta=cfg.delta)
+    uploads = [client_upload(d, t0, sched, cfg.privacy.clip_norm, seed=seed * 100 + m, delta=cfg.privacy.delta)
                for m, d in enumerate(split.clients)]  # as experiment.train_method("pfdm", ...)
     shared_file = f"pfdm_shared_t0{t0}.pt"
     _copy_finished(reuse_dir, ckdir, shared_file)
@@ -95,19 +100,19 @@ def main(argv=None) -> dict:
     variants = {f"personal w{base}, {tc.steps} steps (default)": (base, tc.steps),
                 f"personal w{base // 2}, {tc.steps} steps": (base // 2, tc.steps),
                 f"personal w{base}, {tc.steps // 2} steps": (base, tc.steps // 2)}
-    majority, _ = client_classes(cfg.client, cfg.num_clients, cfg.net.num_classes)
+    majority, _ = client_classes(cfg.eval.client, cfg.split.num_clients, cfg.net.num_classes)
     clf = experiment.metric_classifier(cfg, split, seed)
     ref = experiment.metrics.embed(clf, split.test.x)
-    y = torch.arange(cfg.net.num_classes).repeat_interleave(cfg.n_per_class)
+    y = torch.arange(cfg.net.num_classes).repeat_interleave(cfg.eval.n_per_class)
     shape = (len(y), cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size)
     quality = {}
     for name, (width, steps) in variants.items():
         ctc = replace(tc, steps=steps, checkpoint_every=max(1, steps // 4))
-        file = f"pfdm_personal_c{cfg.client}_t0{t0}" + ("" if (width, steps) == (base, tc.steps) else f"_w{width}_s{steps}")
+        file = f"pfdm_personal_c{cfg.eval.client}_t0{t0}" + ("" if (width, steps) == (base, tc.steps) else f"_w{width}_s{steps}")
         _copy_finished(reuse_dir, ckdir, f"{file}.pt")
-        personal = client_train_personal(me, t0, make(width), sched, ctc, cfg.clip_norm, ckdir / f"{file}.pt",
+        personal = client_train_personal(me, t0, make(width), sched, ctc, cfg.privacy.clip_norm, ckdir / f"{file}.pt",
                                          progress=False)
-        fake = pfdm_sample(shared, personal, sched, t0, y, shape, "ddim", cfg.ddim_steps, seed)
+        fake = pfdm_sample(shared, personal, sched, t0, y, shape, "ddim", cfg.eval.ddim_steps, seed)
         summary, _ = experiment.evaluate_client(clf, fake, y, split.test, majority, None, ref)
         quality[name] = {"width": width, "steps": steps, "params": count_parameters(personal), **summary}
 
@@ -128,7 +133,7 @@ def main(argv=None) -> dict:
     timing = common.interleaved({k: (lambda k=k: [step(k) for _ in range(inner)]) for k in nets}, reps)
     full = timing["full w%d" % base]["median_s"]
     step_ratio = {k: v["median_s"] / full for k, v in timing.items()}
-    fed_steps = cfg.fedavg_rounds * cfg.fedavg_fraction * max(1, cfg.train.steps // cfg.fedavg_rounds)
+    fed_steps = cfg.fedavg.rounds * cfg.fedavg.fraction * max(1, cfg.train.steps // cfg.fedavg.rounds)
     n_params = count_parameters(make(base)())
     b = bytes_per_client(cfg, n_params)
     default_q = quality[next(iter(variants))]

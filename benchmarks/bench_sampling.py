@@ -6,7 +6,7 @@ classifier, against the held-out test digits (all classes pooled). Time: every s
 same batch, interleaved, median of repeats, as a ratio to DDPM's time (the reference). Quality:
 FID and classifier accuracy of one larger set of samples per sampler (same noise x_T). The knee
 is the fewest DDIM steps whose FID is within 10% of the best FID of all samplers: the step count
-worth making the default (ExperimentConfig.ddim_steps). Writes runs/bench/sampling.json.
+worth making the default (ExperimentConfig.eval.ddim_steps). Writes runs/bench/sampling.json.
 """
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import torch  # noqa: E402
 
-from pfdm_core.evaluation import metrics
-from pfdm_core.data.small import digits_split  # noqa: E402
-from pfdm_core.evaluation.classifier import digits_classifier  # noqa: E402
-from pfdm_core.studies.digits_ddpm import digits_ddpm  # noqa: E402
 from pfdm_core.core.diffusion import generate  # noqa: E402
+from pfdm_core.data.small import digits_split  # noqa: E402
+from pfdm_core.evaluation import metrics
+from pfdm_core.evaluation.classifier import digits_classifier  # noqa: E402
 from pfdm_core.experiment import ExperimentConfig  # noqa: E402
+from pfdm_core.studies.digits_ddpm import digits_ddpm  # noqa: E402
 
 DDIM_STEPS = (10, 25, 50, 100)
 KNEE_TOLERANCE = 0.10  # FID within 10% of the best
@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
     st = common.interleaved(slicing, repeats, warmup=0)
     slicing_speedup = st["one batch (before)"]["median_s"] / st["sliced (default)"]["median_s"]
     k_star = knee(rows)
-    default = ExperimentConfig().ddim_steps
+    default = ExperimentConfig().eval.ddim_steps
     payload = {"benchmark": "sampling", "quick": args.quick, "preset": preset, "n_samples": len(y),
                "timing_batch": time_batch, "repeats": repeats, "knee_ddim_steps": k_star,
                "knee_rule": f"fewest DDIM steps with FID <= {1 + KNEE_TOLERANCE:.2f} x best FID of all samplers",

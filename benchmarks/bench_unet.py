@@ -18,8 +18,8 @@ import common  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from pfdm_core.experiment import PRESETS  # noqa: E402
 from pfdm_core.core.nets import UNet, UNetConfig, count_parameters  # noqa: E402
+from pfdm_core.experiment import PRESETS  # noqa: E402
 
 SIZES = {"8x8x1 (digits)": "digits", "28x28x1 (MNIST)": "mnist", "32x32x3 (CMNIST/CIFAR)": "cmnist"}
 

@@ -23,8 +23,9 @@ if str(REPO) not in sys.path:  # `python benchmarks/bench_x.py` from anywhere
 
 # pfdm_core chooses OMP_WAIT_POLICY (spin on idle cores, sleep on busy ones: pfdm_core/omp.py) before
 # torch loads OpenMP, as in the notebooks; an explicit setting in the environment wins.
-import pfdm_core  # noqa: E402, F401
 import torch  # noqa: E402
+
+import pfdm_core  # noqa: E402, F401
 
 
 def default_out() -> Path:

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--t0", default=None, help="comma-separated PFDM split steps, 1..T-1")
     g.add_argument("--epsilon", type=float, default=None, help="target per-image eps: t0 = smallest step reaching it")
     r.add_argument("--clip", type=float, default=None, help="per-image l2 clip norm C (default: the preset's)")
-    r.add_argument("--accountant", choices=ACCOUNTANTS, default="thm51", help="accountant used with --epsilon")
+    r.add_argument("--accountant", choices=ACCOUNTANTS, default=None,
+                   help="with --epsilon: the accountant that turns it into t0 (default thm51)")
     r.add_argument("--clients", type=int, default=4, help="number of clients (two clusters)")
     r.add_argument("--out", default=None, help="run folder (default runs/<preset>/<data>)")
     d = sub.add_parser("download", help="fetch MNIST or CIFAR-10 with torchvision into ./data (or $PFDM_DATA)")
@@ -70,20 +71,20 @@ def _ints(text: str, name: str) -> list[int]:
 
 def _run(args: argparse.Namespace) -> int:
     """`run`: the Table-1 experiment without Jupyter (resumes from the run folder)."""
-    from dataclasses import replace
-
     from pfdm_core.core.paths import runs_dir
     from pfdm_core.core.presets import resolve
     from pfdm_core.experiment import preset_config, run, summarize, t0_for
 
+    if args.accountant is not None and args.epsilon is None:
+        raise ValueError("--accountant only applies with --epsilon (it turns eps into t0); drop it or add --epsilon")
     preset = resolve(args.preset)
     cfg = preset_config(preset, args.data, num_clients=args.clients)
     if args.clip is not None:
-        cfg = replace(cfg, clip_norm=args.clip)
+        cfg = cfg.override(clip_norm=args.clip)
     if args.t0:
-        cfg = replace(cfg, t0s=tuple(_ints(args.t0, "--t0")))
+        cfg = cfg.override(t0s=tuple(_ints(args.t0, "--t0")))
     elif args.epsilon is not None:
-        cfg = replace(cfg, t0s=(t0_for(args.epsilon, cfg, args.accountant),))
+        cfg = cfg.override(t0s=(t0_for(args.epsilon, cfg, args.accountant or "thm51"),))
     seeds = _ints(args.seeds, "--seeds")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     out = args.out or runs_dir() / preset / args.data

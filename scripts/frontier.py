@@ -34,7 +34,7 @@ def run_grid(eps_grid: list[float], minority_grid: list[int], preset: str, seed:
     from pfdm_core.experiment import preset_config
 
     (out / "nb").mkdir(parents=True, exist_ok=True)
-    default_minority = preset_config(preset).minority_per_class
+    default_minority = preset_config(preset).split.minority_per_class
     os.environ.update(PFDM_RUNS=str((out / "runs").resolve()), PFDM_FIGURES=str((out / "figures").resolve()),
                       PFDM_PRESET=preset)
     rows = []

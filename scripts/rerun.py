@@ -68,8 +68,9 @@ def rerun(preset: str | None, prefixes: list[str] | None = None, out: Path | Non
     """Every chosen notebook at `preset`, or (preset None) at its tour parameters."""
     import papermill as pm
 
-    from pfdm_core.core.presets import ENV_VAR, PRESETS
     from pfdm_core.core.paths import runs_dir
+    from pfdm_core.core.presets import ENV_VAR
+    from pfdm_core.core.presets import NAMES as PRESETS
 
     if preset is not None and preset not in PRESETS:
         raise SystemExit(f"rerun: unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import contextmanager, nullcontext
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +29,14 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pfdm_core import attacks
-from pfdm_core.studies import personalization
-from pfdm_core import experiment  # noqa: E402
+from pfdm_core import (
+    attacks,
+    experiment,  # noqa: E402
+)
 from pfdm_core.core.diffusion import generate  # noqa: E402
-from pfdm_core.methods.pfdm import split_steps  # noqa: E402
 from pfdm_core.core.paths import runs_dir  # noqa: E402
+from pfdm_core.methods.pfdm import split_steps  # noqa: E402
+from pfdm_core.studies import personalization
 
 KEYS = ("fid_major", "fid_minor", "kid_minor", "recall_major", "recall_minor", "accuracy_minor")
 
@@ -78,13 +79,13 @@ def _both_chains(run) -> dict[str, pd.DataFrame]:
 
 
 def _experiment_rows(cfg, seeds: list[int], out: Path, notebook: str, what: str, suffix: str = "") -> list[dict]:
-    """PFDM of experiment.run over `seeds` and cfg.t0s with both chains, with near-copies of client cfg.client."""
-    y = torch.arange(cfg.net.num_classes).repeat_interleave(cfg.n_per_class)
+    """PFDM of experiment.run over `seeds` and cfg.privacy.t0s with both chains, with near-copies of client cfg.eval.client."""
+    y = torch.arange(cfg.net.num_classes).repeat_interleave(cfg.eval.n_per_class)
     rows = []
     for chain, df in _both_chains(lambda name: experiment.run(cfg, ["pfdm"], seeds, out, name=name + suffix)).items():
         samples = torch.load(out / f"sampler_{chain}{suffix}_samples.pt")
         for r in df.to_dict("records"):
-            me = experiment.make_split(cfg, r["seed"]).clients[cfg.client]
+            me = experiment.make_split(cfg, r["seed"]).clients[cfg.eval.client]
             rows.append({"notebook": notebook, "what": what, "chain": chain, "seed": r["seed"], "t0": int(r["t0"]),
                          "eps_thm51": r["eps_thm51"], **{k: r[k] for k in KEYS},
                          **_near_copies(samples, (r["seed"], "pfdm", r["t0"]), me.x, y >= 5)})
@@ -96,9 +97,9 @@ def part04(preset: str, seeds: list[int], sweep: list[int]) -> pd.DataFrame:
     cfg0 = experiment.preset_config(preset)
     t0 = experiment.t0_for(10.0, cfg0, "thm51")
     out = runs_dir() / preset / "digits"
-    rows = _experiment_rows(replace(cfg0, t0s=(t0,)), seeds, out, "04", "table", "_table")
+    rows = _experiment_rows(cfg0.override(t0s=(t0,)), seeds, out, "04", "table", "_table")
     if sweep:
-        rows += _experiment_rows(replace(cfg0, t0s=tuple(sweep)), seeds[:1], out, "04", "sweep", "_sweep")
+        rows += _experiment_rows(cfg0.override(t0s=tuple(sweep)), seeds[:1], out, "04", "sweep", "_sweep")
     return pd.DataFrame(rows)
 
 
@@ -106,7 +107,7 @@ def part05(preset: str, seeds: list[int]) -> pd.DataFrame:
     """Notebook 05's MNIST PFDM rows: t0 for eps = 10 per pixel (284 at cpu) and per image (827, C = 28)."""
     cfg0 = experiment.preset_config(preset, "mnist")
     t0s = (experiment.t0_for(10.0, cfg0, unit="per-pixel"), experiment.t0_for(10.0, cfg0, unit="per-image"))
-    return pd.DataFrame(_experiment_rows(replace(cfg0, t0s=t0s), seeds, runs_dir() / preset / "mnist", "05", "mnist"))
+    return pd.DataFrame(_experiment_rows(cfg0.override(t0s=t0s), seeds, runs_dir() / preset / "mnist", "05", "mnist"))
 
 
 def part10(preset: str, seeds: list[int]) -> pd.DataFrame:
@@ -115,13 +116,13 @@ def part10(preset: str, seeds: list[int]) -> pd.DataFrame:
     t0 = experiment.t0_for(10.0, cfg, "analytic")
     out = runs_dir() / preset / "personalization"
     recipes = ["paper", personalization.OUR_RECIPE]
-    y = torch.arange(cfg.net.num_classes).repeat_interleave(cfg.n_per_class)
+    y = torch.arange(cfg.net.num_classes).repeat_interleave(cfg.eval.n_per_class)
     rows = []
     for chain, df in _both_chains(lambda name: personalization.run_study(cfg, seeds, [t0], recipes, out,
                                                                          name=name)).items():
         samples = torch.load(out / f"sampler_{chain}_samples.pt")
         for r in df[df.method == "pfdm"].to_dict("records"):
-            me = personalization.make_study_split(cfg, r["seed"]).clients[cfg.client]
+            me = personalization.make_study_split(cfg, r["seed"]).clients[cfg.eval.client]
             loc = df[(df.method == "local") & (df.recipe == "selected") & (df.seed == r["seed"])].iloc[0]
             cen = df[(df.method == "central") & (df.seed == r["seed"])].iloc[0]
             rows.append({"notebook": "10", "what": r["recipe"], "chain": chain, "seed": r["seed"], "t0": t0,

@@ -170,7 +170,7 @@ def test_celeba_missing_names_the_layout(no_roots):
 @pytest.mark.parametrize("data, channels", [("cifar10", 3), ("mnist", 1)])
 def test_paper_preset_two_tiny_training_steps(data, channels):
     cfg = experiment.preset_config("paper", data)
-    assert (cfg.majority_per_class, cfg.minority_per_class) == ((4950 if data == "cifar10" else 5000), 50)
+    assert (cfg.split.majority_per_class, cfg.split.minority_per_class) == ((4950 if data == "cifar10" else 5000), 50)
     assert (cfg.net.in_channels, cfg.net.image_size, cfg.T) == (channels, 32, 1000)
     torch.manual_seed(0)
     model = UNet(cfg.net)
@@ -201,10 +201,10 @@ def test_every_preset_builds_its_split(data, preset):
     cfg = experiment.preset_config(preset, data)
     for seed in (0, 1, 2):
         labels = _train_labels(data, seed)
-        parts = cluster_partition(labels, cfg.num_clients, cfg.majority_per_class, cfg.minority_per_class, seed)
-        assert len(parts) == cfg.num_clients and not set(parts[0]) & set(parts[-1])
+        parts = cluster_partition(labels, cfg.split.num_clients, cfg.split.majority_per_class, cfg.split.minority_per_class, seed)
+        assert len(parts) == cfg.split.num_clients and not set(parts[0]) & set(parts[-1])
         counts = np.bincount(labels[parts[0]], minlength=10)
-        assert sorted(set(counts.tolist())) == sorted({cfg.majority_per_class, cfg.minority_per_class})
+        assert sorted(set(counts.tolist())) == sorted({cfg.split.majority_per_class, cfg.split.minority_per_class})
 
 
 def test_four_clients_at_the_paper_scale_do_not_fit():

@@ -98,10 +98,10 @@ def test_reconstruction_sweep_tiny_model(x):
     model = UNet(UNetConfig(base_channels=8)).eval()
     y = torch.arange(len(x)) % 10
     df, images = explore.reconstruction_sweep(model, SCHED, x, y, [10, 500], seed=0, num_steps=2)
-    assert len(df) == 2 * (len(explore.METHODS) + len(explore.ML_TESTS))
+    assert len(df) == 2 * (len(explore.RECONSTRUCTIONS) + len(explore.ML_TESTS))
     assert df["reid"].between(0, 1).all() and df.dropna()["l2"].ge(0).all()
     for t0 in (10, 500):
-        for method in explore.METHODS:
+        for method in explore.RECONSTRUCTIONS:
             guess = images[t0][method]
             assert guess.shape == x.shape and guess.abs().max() <= 1
     # at t0 = 10 the upload barely differs from the image: the ML tests re-identify all

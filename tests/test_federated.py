@@ -124,15 +124,15 @@ def test_server_receives_only_privatized_tensors(monkeypatch, tmp_path, t0, clip
     assert (rec["t_lo"], rec["t_hi"], rec["origin"]) == (t0 + 1, S.T, t0)  # steps t0+1..T, x_tilde as x_t0
 
     # every client uploaded once, with the eps of the accountant
-    assert len(uploads) == cfg.num_clients and all(isinstance(u, Upload) for u in uploads)
+    assert len(uploads) == cfg.split.num_clients and all(isinstance(u, Upload) for u in uploads)
     for u in uploads:
         assert u.t0 == t0
-        assert u.eps == pytest.approx(epsilon(t0, S, clip_norm=clip_norm, delta=cfg.delta))
+        assert u.eps == pytest.approx(epsilon(t0, S, clip_norm=clip_norm, delta=cfg.privacy.delta))
 
     # the personal model: client 0's clean data, clipped exactly as uploaded, steps 1..t0
     assert len(calls["personal"]) == 1
     p = calls["personal"][0]
-    assert torch.allclose(p["x"], clip(split.clients[cfg.client].x, clip_norm))
+    assert torch.allclose(p["x"], clip(split.clients[cfg.eval.client].x, clip_norm))
     assert (p["t_lo"], p["t_hi"], p["origin"]) == (1, t0, 0)
 
 
@@ -202,12 +202,12 @@ def test_server_module_never_imports_data_or_privacy():
 def test_make_split_gives_per_client_datasets():
     cfg = _cfg()
     split = experiment.make_split(cfg, seed=0)
-    assert len(split.clients) == cfg.num_clients
+    assert len(split.clients) == cfg.split.num_clients
     train_rows = _flat(split.train.x)
     for m, d in enumerate(split.clients):
         assert d.x.shape == (5 * 8 + 5 * 2, 1, 8, 8) and d.y.shape == (50,)
         counts = np.bincount(d.y.numpy(), minlength=10)
-        maj, mino = client_classes(m, cfg.num_clients)
+        maj, mino = client_classes(m, cfg.split.num_clients)
         assert (counts[maj] == 8).all() and (counts[mino] == 2).all()
         assert torch.cdist(_flat(d.x), train_rows).min(1).values.max() == 0  # every image is a training image
     assert len(split.test) == 360 and len(split.train) == 1437

@@ -41,7 +41,7 @@ def test_bad_run_config_gives_clear_errors():
     with pytest.raises(ValueError, match="method must be one of"):
         task.AppConfig(method="fedprox")
     conf = task.AppConfig.from_run_config({"min-clients": 1, "t0": 400, "num-clients": 2})
-    assert conf.experiment().t0s == (400,) and conf.experiment().num_clients == 2
+    assert conf.experiment().privacy.t0s == (400,) and conf.experiment().split.num_clients == 2
 
 
 def test_client_t0_never_adds_less_noise_than_proposed():
@@ -75,7 +75,7 @@ def test_upload_is_made_once_and_its_ledger_ignores_the_servers_seed(tmp_path):
 def test_insecure_noise_seed_reproduces_notebook04s_upload(tmp_path):
     cfg = task.AppConfig(num_clients=2).experiment()
     up, _ = task.upload_once(cfg, task.load_partition(cfg, 0, 1), 693, tmp_path, noise_seed=0 * 100 + 1)
-    ref = client_upload(task.load_partition(cfg, 0, 1), 693, Schedule(cfg.T), cfg.clip_norm, seed=0 * 100 + 1)
+    ref = client_upload(task.load_partition(cfg, 0, 1), 693, Schedule(cfg.T), cfg.privacy.clip_norm, seed=0 * 100 + 1)
     assert torch.equal(up.x_tilde, ref.x_tilde) and torch.equal(up.y, ref.y)
 
 
@@ -97,10 +97,10 @@ def test_server_cannot_regenerate_the_upload_noise(tmp_path):
     deliberately seeded upload recovers the raw images (so this test can fail)."""
     cfg = task.AppConfig(num_clients=2).experiment()
     run_seed, t0 = 0, 693
-    candidates = [run_seed * 100 + p for p in range(cfg.num_clients)] + list(range(5000))
-    for pid in range(cfg.num_clients):
+    candidates = [run_seed * 100 + p for p in range(cfg.split.num_clients)] + list(range(5000))
+    for pid in range(cfg.split.num_clients):
         data = task.load_partition(cfg, run_seed, pid)
-        raw = clip(data.x, cfg.clip_norm)
+        raw = clip(data.x, cfg.privacy.clip_norm)
         seeded, _ = task.upload_once(cfg, data, t0, tmp_path / "seeded", noise_seed=run_seed * 100 + pid)
         hit = _invert(seeded.x_tilde, t0, cfg.T, candidates)
         assert hit is not None and (hit - raw).abs().max() < 1e-3  # the control: seeded noise is invertible
@@ -124,8 +124,8 @@ def test_secret_normal_is_standard_normal_and_never_repeats():
 
 def test_harmonize_brings_uploads_to_the_largest_t0():
     cfg = task.AppConfig(num_clients=2).experiment()
-    a = client_upload(task.load_partition(cfg, 0, 0), 400, Schedule(cfg.T), cfg.clip_norm, seed=1)
-    b = client_upload(task.load_partition(cfg, 0, 1), 693, Schedule(cfg.T), cfg.clip_norm, seed=2)
+    a = client_upload(task.load_partition(cfg, 0, 0), 400, Schedule(cfg.T), cfg.privacy.clip_norm, seed=1)
+    b = client_upload(task.load_partition(cfg, 0, 1), 693, Schedule(cfg.T), cfg.privacy.clip_norm, seed=2)
     ha, hb = task.harmonize([a, b], seed=0, T=cfg.T)
     assert ha.t0 == hb.t0 == 693 and hb is b and ha.x_tilde.shape == a.x_tilde.shape
     assert ha.eps == a.eps  # post-processing: the client's eps is unchanged
@@ -136,8 +136,8 @@ def test_harmonize_brings_uploads_to_the_largest_t0():
 def test_raw_image_check_detects_raw_images_and_passes_uploads():
     cfg = task.AppConfig(num_clients=2).experiment()
     data = task.load_partition(cfg, 0, 0)
-    raw = clip(data.x, cfg.clip_norm)
-    up = client_upload(data, 693, Schedule(cfg.T), cfg.clip_norm, seed=0)
+    raw = clip(data.x, cfg.privacy.clip_norm)
+    up = client_upload(data, 693, Schedule(cfg.T), cfg.privacy.clip_norm, seed=0)
     assert task.max_raw_correlation([up.x_tilde.numpy(), up.y.numpy()], raw) < 0.8  # chance level in 64 dims: ~0.5
     # the check WOULD fail on raw images: as they are, rescaled, or one hidden among uploads
     assert task.max_raw_correlation([raw.numpy()], raw) > 0.99
@@ -146,7 +146,7 @@ def test_raw_image_check_detects_raw_images_and_passes_uploads():
     mixed[5] = raw[17]
     assert task.max_raw_correlation([mixed.numpy()], raw) > 0.99
     # barely noised images (a tiny t0) are caught too
-    leaky = client_upload(data, 5, Schedule(cfg.T), cfg.clip_norm, seed=0)
+    leaky = client_upload(data, 5, Schedule(cfg.T), cfg.privacy.clip_norm, seed=0)
     assert task.max_raw_correlation([leaky.x_tilde.numpy()], raw) > 0.99
 
 
@@ -158,7 +158,7 @@ def test_local_federation_rejects_bad_input(tmp_path):
 # ----------------------------------------------------------------------------- real SuperLink + SuperNodes
 def _raw_images(num_clients: int) -> torch.Tensor:
     cfg = task.AppConfig(num_clients=num_clients).experiment()
-    return torch.cat([clip(task.load_partition(cfg, 0, k).x, cfg.clip_norm) for k in range(num_clients)])
+    return torch.cat([clip(task.load_partition(cfg, 0, k).x, cfg.privacy.clip_norm) for k in range(num_clients)])
 
 
 @pytest.mark.slow
@@ -209,18 +209,18 @@ def _check(x, y, t0, eps, cfg):
     from pfdm_core.privacy.mechanism import epsilon
 
     S = Schedule(cfg.T)
-    return check_upload(x, y, t0, eps, shape=(1, 8, 8), num_classes=10, sched=S, min_t0=693, clip_norm=cfg.clip_norm,
-                        eps_of=lambda t: epsilon(t, S, cfg.clip_norm, cfg.delta))
+    return check_upload(x, y, t0, eps, shape=(1, 8, 8), num_classes=10, sched=S, min_t0=693, clip_norm=cfg.privacy.clip_norm,
+                        eps_of=lambda t: epsilon(t, S, cfg.privacy.clip_norm, cfg.privacy.delta))
 
 
 def test_server_accepts_honest_uploads_and_refuses_bad_ones():
     cfg = task.AppConfig(num_clients=2).experiment()
     data = task.load_partition(cfg, 0, 0)
     for t0 in (693, 800, 999):  # honest clients, the strictest included
-        up = client_upload(data, t0, Schedule(cfg.T), cfg.clip_norm)
+        up = client_upload(data, t0, Schedule(cfg.T), cfg.privacy.clip_norm)
         ok = _check(up.x_tilde.numpy(), up.y.numpy(), t0, up.eps, cfg)
         assert ok.t0 == t0 and torch.equal(ok.x_tilde, up.x_tilde)
-    up = client_upload(data, 693, Schedule(cfg.T), cfg.clip_norm)
+    up = client_upload(data, 693, Schedule(cfg.T), cfg.privacy.clip_norm)
     x, y, eps = up.x_tilde.numpy(), up.y.numpy(), up.eps
     bad = {
         "mean square": (data.x.numpy(), y, 693, eps),  # raw images claiming t0 = 693
@@ -283,10 +283,10 @@ def test_bad_uploads_exclude_their_clients_and_the_run_goes_on(tmp_path, monkeyp
         monkeypatch.setattr(TaskIdentity, key, 1)
     conf = task.AppConfig(num_clients=2, min_clients=2, out_dir=str(tmp_path))
     cfg = conf.experiment()
-    t0 = int(cfg.t0s[0])
+    t0 = int(cfg.privacy.t0s[0])
 
     def reply(pid, x=None, y=None, t0_=t0, eps=None):
-        up = client_upload(task.load_partition(cfg, 0, pid), t0, Schedule(cfg.T), cfg.clip_norm)
+        up = client_upload(task.load_partition(cfg, 0, pid), t0, Schedule(cfg.T), cfg.privacy.clip_norm)
         return {"upload": {"x_tilde": _Arr(up.x_tilde.numpy() if x is None else x),
                            "y": _Arr(up.y.numpy() if y is None else y)},
                 "metrics": {"t0": t0_, "eps": up.eps if eps is None else eps, "repeated": 0, "partition-id": pid}}
@@ -321,7 +321,7 @@ def test_run_config_and_node_config_are_type_checked():
     node = task.NodeSettings.from_node_config({"partition-id": 1, "clip": 4.0, "allow-samples": True})
     cfg = task.AppConfig(num_clients=2).experiment()
     assert node.clip_norm(cfg) == 4.0 and node.noise_seed is None
-    assert task.NodeSettings(0, clip=50.0).clip_norm(cfg) == cfg.clip_norm  # never softer than the run
+    assert task.NodeSettings(0, clip=50.0).clip_norm(cfg) == cfg.privacy.clip_norm  # never softer than the run
     # the client's own, stricter clip norm sets its t0 for a requested eps
     assert task.client_t0(100, task.NodeSettings(0, eps=10.0), cfg, 4.0) < task.client_t0(100, task.NodeSettings(0, eps=10.0), cfg)
 

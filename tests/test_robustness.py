@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from dataclasses import FrozenInstanceError, fields, replace
+from dataclasses import FrozenInstanceError, replace
 
 import pytest
 import torch
@@ -24,7 +24,7 @@ from pfdm_core.core.train import TrainConfig, train
 from pfdm_core.data import images
 from pfdm_core.data.small import Dataset
 from pfdm_core.evaluation import classifier
-from pfdm_core.experiment import ExperimentConfig
+from pfdm_core.experiment import FLAT, ExperimentConfig
 from pfdm_core.privacy.mechanism import clip, epsilon
 
 S = Schedule(100)
@@ -67,8 +67,7 @@ def test_cli_t0_any_argument(capsys, eps, c, pixels, per_pixel):
         assert code == 2 and err.startswith("pfdm_core: error: ") and err.count("\n") == 1
 
 
-NUMERIC_FIELDS = [f.name for f in fields(ExperimentConfig) if f.name not in ("net", "train", "t0s", "data", "partition",
-                                                                             "dp_accountant")]
+NUMERIC_FIELDS = [name for name in FLAT if name not in ("t0s", "partition", "dp_accountant")] + ["T"]
 
 
 @FAST
@@ -76,12 +75,12 @@ NUMERIC_FIELDS = [f.name for f in fields(ExperimentConfig) if f.name not in ("ne
 def test_experiment_config_any_value(name, value):
     """A config field takes a valid value or refuses it in one line that names the field (ValueError)."""
     try:
-        cfg = ExperimentConfig(**{name: value})
+        cfg = ExperimentConfig().override(**{name: value})
     except ValueError as e:
         assert name.split("_")[0] in str(e) or name in str(e), str(e)
         assert "\n" not in str(e)
         return
-    v = getattr(cfg, name)
+    v = cfg.flat()[name]
     assert isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -89,11 +88,11 @@ def test_experiment_config_any_value(name, value):
 @given(t0s=st.lists(st.one_of(st.integers(-10, 2000), st.floats(allow_nan=True)), min_size=1, max_size=3))
 def test_experiment_config_t0s(t0s):
     try:
-        cfg = ExperimentConfig(t0s=tuple(t0s))
+        cfg = ExperimentConfig().override(t0s=tuple(t0s))
     except ValueError as e:
         assert "t0" in str(e)
         return
-    assert all(1 <= t <= cfg.T - 1 and int(t) == t for t in cfg.t0s)
+    assert all(1 <= t <= cfg.T - 1 and int(t) == t for t in cfg.privacy.t0s)
 
 
 @FAST
@@ -343,3 +342,21 @@ def test_frozen_configs():
     with pytest.raises(FrozenInstanceError):
         TrainConfig().steps = 5  # type: ignore[misc]
     assert replace(TrainConfig(), steps=5).steps == 5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "0,0"], "seeds must list distinct integers >= 0"),
+    (["--seeds", "-1"], "seeds must list distinct integers >= 0"),
+    (["--clip", "nan"], "clip_norm must be a finite number"),
+    (["--clip", "1e200"], "clip_norm must be a finite number in (0, 1e+06]"),
+    (["--methods", ""], "methods must list at least one"),
+    (["--clients", "0"], "num_clients must be an integer in [2, ∞)"),
+    (["--accountant", "analytic"], "--accountant only applies with --epsilon"),
+    (["--t0", "0"], "t0 must be an integer in 1..999"),
+])
+def test_cli_run_probes_refused_before_anything_is_written(tmp_path, capsys, argv, message):
+    """The probes of a hostile but fair user: one line, status 2, and the run folder is not even created."""
+    out = tmp_path / "run"
+    code, stdout, err = _cli(["run", "--preset", "smoke", "--out", str(out), *argv], capsys)
+    assert code == 2 and err.startswith("pfdm_core: error: ") and message in err and err.count("\n") == 1
+    assert not out.exists()

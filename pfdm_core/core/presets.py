@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from pfdm_core.core import paths
 
-PRESETS = ("smoke", "cpu", "paper")
+NAMES = ("smoke", "cpu", "paper")
 ENV_VAR = paths.PRESET
 T = TypeVar("T")
 
@@ -19,8 +19,8 @@ T = TypeVar("T")
 def resolve(preset: str) -> str:
     """The preset to run: $PFDM_PRESET when set, else `preset`; unknown names raise."""
     chosen = paths.env(ENV_VAR) or preset
-    if chosen not in PRESETS:
-        raise ValueError(f"unknown preset {chosen!r}; allowed: {', '.join(PRESETS)}")
+    if chosen not in NAMES:
+        raise ValueError(f"unknown preset {chosen!r}; allowed: {', '.join(NAMES)}")
     return chosen
 
 

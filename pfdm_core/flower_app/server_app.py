@@ -122,7 +122,7 @@ def wait_for_nodes(grid: Grid, min_clients: int, timeout: float) -> list[int]:
 
 def run_pfdm(grid: AuditGrid, nodes: list[int], conf, cfg, app_record: ConfigRecord, out: Path) -> dict:
     # (1) one upload per client, privatized on the client
-    ask = ConfigRecord({"t0": int(cfg.t0s[0])})
+    ask = ConfigRecord({"t0": int(cfg.privacy.t0s[0])})
     msgs = [Message(RecordDict({"config": ask, "app": app_record}), dst_node_id=n, message_type="query.upload")
             for n in nodes]
     status(out, "uploads-requested", nodes=nodes)
@@ -135,12 +135,12 @@ def run_pfdm(grid: AuditGrid, nodes: list[int], conf, cfg, app_record: ConfigRec
         try:
             m = dict(r.content["metrics"])
             arrays = r.content["upload"]
-            c = float(m.get("clip", cfg.clip_norm))  # a client may clip harder than the run, never softer
-            if not 0 < c <= cfg.clip_norm:
-                raise ValueError(f"clip norm must be in (0, {cfg.clip_norm:g}], got {c:g}")
+            c = float(m.get("clip", cfg.privacy.clip_norm))  # a client may clip harder than the run, never softer
+            if not 0 < c <= cfg.privacy.clip_norm:
+                raise ValueError(f"clip norm must be in (0, {cfg.privacy.clip_norm:g}], got {c:g}")
             up = check_upload(arrays["x_tilde"].numpy(), arrays["y"].numpy(), m["t0"], float(m["eps"]), shape=shape,
-                              num_classes=cfg.net.num_classes, sched=sched, min_t0=int(cfg.t0s[0]), clip_norm=c,
-                              eps_of=lambda t: epsilon(t, sched, c, cfg.delta))
+                              num_classes=cfg.net.num_classes, sched=sched, min_t0=int(cfg.privacy.t0s[0]), clip_norm=c,
+                              eps_of=lambda t: epsilon(t, sched, c, cfg.privacy.delta))
             pid = int(m["partition-id"])
             if pid in uploads:
                 raise ValueError(f"partition-id {pid} was already uploaded by node {uploads[pid][0]}")
@@ -175,7 +175,7 @@ def run_pfdm(grid: AuditGrid, nodes: list[int], conf, cfg, app_record: ConfigRec
 
 
 def run_fedavg(grid: AuditGrid, nodes: list[int], conf, cfg, app_record: ConfigRecord, out: Path) -> dict:
-    strategy = FedAvg(fraction_train=cfg.fedavg_fraction, fraction_evaluate=0.0,
+    strategy = FedAvg(fraction_train=cfg.fedavg.fraction, fraction_evaluate=0.0,
                       min_train_nodes=conf.min_clients, min_available_nodes=conf.min_clients)
     status(out, "fedavg", rounds=conf.rounds)
     res = strategy.start(grid=grid, initial_arrays=ArrayRecord(task.make_model(cfg, conf.seed).state_dict()),

@@ -32,7 +32,7 @@ from pfdm_core.methods.pfdm import client_train_personal, client_upload
 from pfdm_core.methods.server import Upload, server_train_shared
 from pfdm_core.privacy.mechanism import t0_for_epsilon
 
-METHODS = ("pfdm", "fedavg")
+FLOWER_METHODS = ("pfdm", "fedavg")
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,11 @@ class AppConfig:
         _check_types(self, "run-config")  # values arrive untyped from TOML / --run-config
         if self.seed < 0:
             raise ValueError(f"run-config seed must be an integer >= 0, got {self.seed}")
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in FLOWER_METHODS:
+            raise ValueError(f"method must be one of {FLOWER_METHODS}, got {self.method!r}")
         cfg = self.experiment()  # validates preset, data, t0
-        if not 1 <= self.min_clients <= cfg.num_clients:
-            raise ValueError(f"min-clients must be in 1..num-clients={cfg.num_clients}, got {self.min_clients}")
+        if not 1 <= self.min_clients <= cfg.split.num_clients:
+            raise ValueError(f"min-clients must be in 1..num-clients={cfg.split.num_clients}, got {self.min_clients}")
         if self.num_rounds < 0 or min(self.connect_timeout, self.upload_timeout, self.round_timeout) <= 0:
             raise ValueError("num-rounds must be >= 0 and the timeouts > 0")
 
@@ -76,12 +76,12 @@ class AppConfig:
         cfg = experiment.preset_config(self.preset, self.data, **over)
         if self.t0:
             Schedule(cfg.T).check_step(self.t0, "t0", 1, cfg.T - 1)
-            cfg = replace(cfg, t0s=(self.t0,))
+            cfg = cfg.override(t0s=(self.t0,))
         return cfg
 
     @property
     def rounds(self) -> int:
-        return self.num_rounds or self.experiment().fedavg_rounds
+        return self.num_rounds or self.experiment().fedavg.rounds
 
     def out(self) -> Path:
         return Path(self.out_dir) if self.out_dir else runs_dir() / "flower" / self.method
@@ -141,7 +141,7 @@ class NodeSettings:
 
     def clip_norm(self, cfg: experiment.ExperimentConfig) -> float:
         """The client's C: its own when set, never more than the run's."""
-        return min(self.clip, cfg.clip_norm) if self.clip else cfg.clip_norm
+        return min(self.clip, cfg.privacy.clip_norm) if self.clip else cfg.privacy.clip_norm
 
     @property
     def noise_seed(self) -> int | None:
@@ -185,8 +185,8 @@ def train_config(cfg: experiment.ExperimentConfig, seed: int) -> TrainConfig:
 
 def load_partition(cfg: experiment.ExperimentConfig, seed: int, partition_id: int) -> Dataset:
     """Client partition_id's data: the split of experiment.make_split (notebook 04's)."""
-    if not 0 <= int(partition_id) < cfg.num_clients:
-        raise ValueError(f"node-config partition-id must be in 0..{cfg.num_clients - 1}, got {partition_id}")
+    if not 0 <= int(partition_id) < cfg.split.num_clients:
+        raise ValueError(f"node-config partition-id must be in 0..{cfg.split.num_clients - 1}, got {partition_id}")
     return experiment.make_split(cfg, seed).clients[int(partition_id)]
 
 
@@ -203,7 +203,7 @@ def client_t0(proposed: int, node: NodeSettings, cfg: experiment.ExperimentConfi
     sched = Schedule(cfg.T)
     own = node.t0
     if node.eps > 0:
-        own = max(own, t0_for_epsilon(node.eps, sched, clip_norm=clip_norm or cfg.clip_norm, delta=cfg.delta))
+        own = max(own, t0_for_epsilon(node.eps, sched, clip_norm=clip_norm or cfg.privacy.clip_norm, delta=cfg.privacy.delta))
     t0 = max(int(proposed), own)
     return sched.check_step(t0, "t0", 1, cfg.T - 1)
 
@@ -233,11 +233,11 @@ def upload_once(cfg: experiment.ExperimentConfig, data: Dataset, t0: int, state_
             raise ValueError(f"stored upload {path} cannot be read ({type(e).__name__}); this client already released "
                              "an upload of these images (ledger.jsonl): restore the file, or delete it knowing that a "
                              "new upload spends eps again") from None
-    up = client_upload(data, t0, Schedule(cfg.T), clip_norm or cfg.clip_norm, seed=noise_seed, delta=cfg.delta)
+    up = client_upload(data, t0, Schedule(cfg.T), clip_norm or cfg.privacy.clip_norm, seed=noise_seed, delta=cfg.privacy.delta)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save({"x_tilde": up.x_tilde, "y": up.y, "t0": up.t0, "eps": up.eps}, path)
     entry = {"fingerprint": path.stem.removeprefix("upload_"), "t0": up.t0, "eps_spent": up.eps, "images": len(up.y),
-             "clip_norm": clip_norm or cfg.clip_norm, "secret_noise": noise_seed is None, "time": time.time()}
+             "clip_norm": clip_norm or cfg.privacy.clip_norm, "secret_noise": noise_seed is None, "time": time.time()}
     write_json(path.with_suffix(".json"), entry)
     with open(Path(state_dir) / "ledger.jsonl", "a") as f:  # every release this client ever made, append-only
         f.write(json.dumps(entry) + "\n")
@@ -259,7 +259,7 @@ def train_personal(cfg: experiment.ExperimentConfig, seed: int, data: Dataset, t
                    clip_norm: float | None = None) -> nn.Module:
     """The personal denoiser on the client's data, clipped as its upload was."""
     return client_train_personal(data, t0, lambda: make_model(cfg, seed), Schedule(cfg.T),
-                                 train_config(cfg, seed), clip_norm or cfg.clip_norm, progress=False)
+                                 train_config(cfg, seed), clip_norm or cfg.privacy.clip_norm, progress=False)
 
 
 def evaluate(cfg: experiment.ExperimentConfig, seed: int, partition_id: int, method: str,
@@ -268,9 +268,9 @@ def evaluate(cfg: experiment.ExperimentConfig, seed: int, partition_id: int, met
     split = experiment.make_split(cfg, seed)
     clf = experiment.metric_classifier(cfg, split, seed)
     K = cfg.net.num_classes
-    y = torch.arange(K).repeat_interleave(cfg.n_per_class)
+    y = torch.arange(K).repeat_interleave(cfg.eval.n_per_class)
     fake = experiment.sample_method(method, models, cfg, y, t0, seed)
-    majority, _ = client_classes(int(partition_id), cfg.num_clients, K)
+    majority, _ = client_classes(int(partition_id), cfg.split.num_clients, K)
     summary, _ = experiment.evaluate_client(clf, fake, y, split.test, majority)
     return summary, fake
 

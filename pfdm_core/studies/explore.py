@@ -33,7 +33,7 @@ RECON = {
     "cpu": dict(num_candidates=100, ddim_steps=50, t0s=(10, 50, 100, 200, 300, 400, 500, 600, 690, 800, 900)),
     "paper": dict(num_candidates=360, ddim_steps=100, t0s=(10, 50, 100, 200, 300, 400, 500, 600, 690, 800, 900)),
 }
-METHODS = ("DDIM t0 -> 0", "one-step x0_hat", "upload / sqrt(abar), clamped")
+RECONSTRUCTIONS = ("DDIM t0 -> 0", "one-step x0_hat", "upload / sqrt(abar), clamped")
 ML_TESTS = ("ML test on upload", "ML test on upload + label")
 
 
@@ -185,7 +185,7 @@ def upload_widget(x: torch.Tensor, sched: Schedule | None = None, t0: int = 690,
 def reconstruction_sweep(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.Tensor | None,
                          t0s: Sequence[int], seed: int = 0, num_steps: int = 50,
                          clip_norm: float | None = None) -> tuple[pd.DataFrame, dict[int, dict[str, torch.Tensor]]]:
-    """Privatize x at each t0 (one seeded z) and attack it three ways (METHODS).
+    """Privatize x at each t0 (one seeded z) and attack it three ways (RECONSTRUCTIONS).
 
     Returns (scores: one row per (t0, method) with l2, ssim, reid; images[t0][method]). Two more
     rows per t0: the maximum-likelihood re-identification from the unclamped upload, from pixels
@@ -200,9 +200,9 @@ def reconstruction_sweep(model: nn.Module, sched: Schedule, x: torch.Tensor, y: 
     y_dev = None if y is None else y.to(dev)
     for k, t0 in enumerate(t0s):  # a few t0 values; each is one batched attack
         up = ups[k].to(dev)
-        guesses = {METHODS[0]: reconstruct(model, sched, up, t0, y_dev, num_steps).cpu(),
-                   METHODS[1]: posterior_mean_x0(model, sched, up, t0, y_dev).cpu(),
-                   METHODS[2]: rescaled[k].clamp(-1, 1)}
+        guesses = {RECONSTRUCTIONS[0]: reconstruct(model, sched, up, t0, y_dev, num_steps).cpu(),
+                   RECONSTRUCTIONS[1]: posterior_mean_x0(model, sched, up, t0, y_dev).cpu(),
+                   RECONSTRUCTIONS[2]: rescaled[k].clamp(-1, 1)}
         images[t0] = {"upload": ups[k], **guesses}
         rows += [dict(t0=t0, method=m, **scores(g, x)) for m, g in guesses.items()]
         rows.append(dict(t0=t0, method=ML_TESTS[0], reid=reid_rate(rescaled[k], x)))
@@ -237,7 +237,7 @@ def plot_reconstructions(images: dict[int, dict[str, torch.Tensor]], originals: 
     """Rows: the originals, then for each t0 the upload x̃ and the two reconstructions."""
     rows, labels = [originals[:n]], ["original"]
     for t0 in t0s:
-        rows += [images[t0][k][:n] for k in ("upload", METHODS[0], METHODS[1])]
+        rows += [images[t0][k][:n] for k in ("upload", RECONSTRUCTIONS[0], RECONSTRUCTIONS[1])]
         labels += [f"t0={t0}: upload x̃", "DDIM t0→0", "one-step x̂0"]
     fig, ax = plt.subplots(figsize=(0.5 * n + 2, 0.42 * len(rows) + 0.5))
     show_rows(ax, torch.stack(rows), labels)

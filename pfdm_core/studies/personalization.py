@@ -109,7 +109,7 @@ def shift_augment(data: Dataset) -> Dataset:
 
 def _model(cfg: ExperimentConfig, recipe: Recipe, seed: int) -> nn.Module:
     net = replace(cfg.net, base_channels=recipe.base_channels or cfg.net.base_channels, dropout=recipe.dropout)
-    return model_factory(replace(cfg, net=net), seed)()
+    return model_factory(cfg.override(net=net), seed)()
 
 
 def _config(cfg: ExperimentConfig, recipe: Recipe, seed: int) -> TrainConfig:
@@ -124,7 +124,7 @@ def train_client_model(cfg: ExperimentConfig, data: Dataset, val: Dataset, t_hi:
     `recipe` on `data`, selected on `val`. Returns (model, steps used)."""
     sched = Schedule(cfg.T)
     # the personal denoiser sees the data clipped as uploaded
-    train_set = Dataset(clip(data.x, cfg.clip_norm) if t_hi < cfg.T else data.x, data.y)
+    train_set = Dataset(clip(data.x, cfg.privacy.clip_norm) if t_hi < cfg.T else data.x, data.y)
     if recipe.augment:
         train_set = shift_augment(train_set)
     vl = ValidationLoss(sched, val.x, val.y, 1, t_hi, draws=32, seed=seed)
@@ -140,7 +140,7 @@ def train_shared(cfg: ExperimentConfig, ss: StudySplit, t0: int, seed: int, fold
     """PFDM's shared model on the uploads of every client's training part (the paper's budget)."""
     sched = Schedule(cfg.T)
     make = lambda: _model(cfg, Recipe(), seed)
-    uploads = [client_upload(d, t0, sched, cfg.clip_norm, seed=seed * 100 + m, delta=cfg.delta)
+    uploads = [client_upload(d, t0, sched, cfg.privacy.clip_norm, seed=seed * 100 + m, delta=cfg.privacy.delta)
                for m, d in enumerate(ss.clients)]
     tc = replace(cfg.train, seed=seed, checkpoint_every=max(1, cfg.train.steps // 4))
     return server_train_shared(uploads, make, sched, tc, folder / f"shared_t0{t0}.pt", progress)
@@ -154,8 +154,8 @@ def train_central(cfg: ExperimentConfig, ss: StudySplit, recipe: Recipe, seed: i
 
 
 def _personal_name(cfg: ExperimentConfig, t0: int, recipe: str) -> str:
-    """Checkpoint stem of client cfg.client's personal denoiser at t0 trained by recipe `recipe`."""
-    return f"personal_c{cfg.client}_t0{t0}_{_slug(RECIPES[recipe])}"
+    """Checkpoint stem of client cfg.eval.client's personal denoiser at t0 trained by recipe `recipe`."""
+    return f"personal_c{cfg.eval.client}_t0{t0}_{_slug(RECIPES[recipe])}"
 
 
 def _slug(recipe: Recipe) -> str:
@@ -165,8 +165,8 @@ def _slug(recipe: Recipe) -> str:
 
 def evaluate(cfg: ExperimentConfig, ss: StudySplit, clf: metrics.Classifier, fake: torch.Tensor,
              y: torch.Tensor, ref: np.ndarray) -> dict:
-    """Client cfg.client's metrics against the test reference (the only reader of ss.test)."""
-    majority, _ = client_classes(cfg.client, cfg.num_clients, cfg.net.num_classes)
+    """Client cfg.eval.client's metrics against the test reference (the only reader of ss.test)."""
+    majority, _ = client_classes(cfg.eval.client, cfg.split.num_clients, cfg.net.num_classes)
     summary, _ = evaluate_client(clf, fake, y, ss.test, majority, test_features=ref)
     return summary
 
@@ -181,14 +181,14 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
     if unknown:
         raise ValueError(f"unknown recipe(s) {unknown}; allowed: {list(RECIPES)}")
     sched, K = Schedule(cfg.T), cfg.net.num_classes
-    y = torch.arange(K).repeat_interleave(cfg.n_per_class)
+    y = torch.arange(K).repeat_interleave(cfg.eval.n_per_class)
     shape = (len(y), cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size)
     rows, samples = [], {}
     for seed in seeds:
         folder = Path(out) / f"seed{seed}"
         check_config_folder(folder, json.loads(json.dumps(asdict(cfg), default=str)) | {"val_fraction": val_fraction})
         ss = make_study_split(cfg, seed, val_fraction)
-        me, val = ss.clients[cfg.client], ss.vals[cfg.client]
+        me, val = ss.clients[cfg.eval.client], ss.vals[cfg.eval.client]
         models: list[tuple[dict, nn.Module | tuple]] = []
         for rname in local_recipes:
             r = RECIPES[rname]
@@ -203,17 +203,17 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
                 p, used = train_client_model(cfg, me, val, t0, r, seed, folder / f"{_personal_name(cfg, t0, rname)}.pt",
                                              progress)
                 models.append(({"method": "pfdm", "recipe": rname, "t0": t0, "steps_used": used,
-                                "eps_analytic": epsilon(t0, sched, cfg.clip_norm, cfg.delta, "analytic"),
-                                "eps_thm51": epsilon(t0, sched, cfg.clip_norm, cfg.delta)}, (shared, p, r.guidance)))
+                                "eps_analytic": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta, "analytic"),
+                                "eps_thm51": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta)}, (shared, p, r.guidance)))
         # evaluation: the only place that reads the test reference
         clf = metric_classifier(cfg, Split(ss.clients, ss.test, ss.pool), seed)
         ref = metrics.embed(clf, ss.test.x)
         for info, m in tqdm(models, desc=f"evaluating seed {seed}", disable=not progress):
             if isinstance(m, tuple):
-                fake = pfdm_sample(m[0], m[1], sched, info["t0"], y, shape, "ddim", cfg.ddim_steps, seed,
+                fake = pfdm_sample(m[0], m[1], sched, info["t0"], y, shape, "ddim", cfg.eval.ddim_steps, seed,
                                    guidance=m[2])
             else:
-                fake = generate(m, sched, y, shape, "ddim", cfg.ddim_steps, seed=seed)
+                fake = generate(m, sched, y, shape, "ddim", cfg.eval.ddim_steps, seed=seed)
             rows.append({"seed": seed, **info, **evaluate(cfg, ss, clf, fake, y, ref)})
             samples[(seed, info["method"], info["recipe"], info["t0"])] = fake
     df = pd.DataFrame(rows)
@@ -237,7 +237,7 @@ def personal_curves(cfg: ExperimentConfig, out: Path, seed: int, t0: int,
 
 
 def validation_table(cfg: ExperimentConfig, out: Path, seed: int, t0: int, recipes: Sequence[str]) -> pd.DataFrame:
-    """Best validation loss (client cfg.client's hold-out) of the personal denoiser of each recipe
+    """Best validation loss (client cfg.eval.client's hold-out) of the personal denoiser of each recipe
     at t0, read from the `.best.pt` files run_study left: the rule that picks our recipe."""
     rows = []
     for name in recipes:
