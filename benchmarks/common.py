@@ -21,11 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/bench_x.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-# pfdm_core chooses OMP_WAIT_POLICY (spin on idle cores, sleep on busy ones: pfdm_core/omp.py) before
-# torch loads OpenMP, as in the notebooks; an explicit setting in the environment wins.
-import torch  # noqa: E402
+# OMP_WAIT_POLICY (spin on idle cores, sleep on busy ones: pfdm_core/core/omp.py) is chosen before torch loads
+# OpenMP, as in the notebooks; an explicit setting in the environment wins.
+from pfdm_core.core import omp  # noqa: E402
 
-import pfdm_core  # noqa: E402, F401
+omp.apply()
+
+import torch  # noqa: E402
 
 
 def default_out() -> Path:

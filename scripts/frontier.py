@@ -8,7 +8,7 @@ minority_per_class, methods, seeds=[seed], no t0 sweep) into <out>/nb/, its mode
 <out>/runs/ (so local-only, which does not depend on eps, is trained once per heterogeneity).
 The rows of every run are gathered in <out>/frontier.csv, and one figure, <out>/frontier.png
 (also figures/frontier_digits.png with --publish), shows client 0's minority classifier FID
-against per-image eps for PFDM, local-only and central DP-SGD (DPDM, `pfdm_core.dpsgd`: its eps is
+against per-image eps for PFDM, local-only and central DP-SGD (DPDM, `pfdm_core.privacy.dpsgd`: its eps is
 Opacus' add/remove-one accounting at the same target, as DPDM reports it; PFDM's is replace-one).
 DP-SGD dominates the time (~7 min per eps point at cpu); `--methods pfdm local` leaves it out.
 """

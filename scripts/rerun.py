@@ -68,6 +68,7 @@ def rerun(preset: str | None, prefixes: list[str] | None = None, out: Path | Non
     """Every chosen notebook at `preset`, or (preset None) at its tour parameters."""
     import papermill as pm
 
+    from pfdm_core.core.checkpoint import write_json
     from pfdm_core.core.paths import runs_dir
     from pfdm_core.core.presets import ENV_VAR
     from pfdm_core.core.presets import NAMES as PRESETS
@@ -99,8 +100,12 @@ def rerun(preset: str | None, prefixes: list[str] | None = None, out: Path | Non
     report["total_seconds"] = round(time.time() - start, 1)
     for path in sorted(runs_dir().glob("*/**/results*.json")):
         if path.stat().st_mtime >= start:
-            report["results"][str(path.relative_to(runs_dir()))] = json.loads(path.read_text())["rows"]
-    (out / "summary.json").write_text(json.dumps(report, indent=1))
+            try:
+                rows = json.loads(path.read_text())["rows"]
+            except (ValueError, KeyError, TypeError) as err:  # a damaged results file is reported, not fatal
+                rows = f"unreadable ({type(err).__name__}): rerun the notebook that wrote {path}"
+            report["results"][str(path.relative_to(runs_dir()))] = rows
+    write_json(out / "summary.json", report)
     return report
 
 

@@ -1,4 +1,4 @@
-"""DP-SGD diffusion (pfdm_core.dpsgd): accountant, noise multiplicity, per-example clipping, resume."""
+"""DP-SGD diffusion (pfdm_core.privacy.dpsgd): accountant, noise multiplicity, per-example clipping, resume."""
 import pytest
 import torch
 from opacus import GradSampleModule

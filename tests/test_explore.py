@@ -1,4 +1,4 @@
-"""Tests of pfdm_core.explore: uploads, eps tables, the t0 widget, and the reconstruction scores."""
+"""Tests of pfdm_core.studies.explore: uploads, eps tables, the t0 widget, and the reconstruction scores."""
 import re
 import time
 

@@ -1,4 +1,4 @@
-"""PFDM's client/server split, FedAvg, and the sampling plumbing (pfdm_core.federated, .server).
+"""PFDM's client/server split, FedAvg, and the sampling plumbing (pfdm_core.methods.pfdm, .server, .fedavg).
 
 The central property (DESIGN.md 2): the server trains on privatized uploads only. The spy
 test below records what the server's training loop actually receives during

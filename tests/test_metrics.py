@@ -1,4 +1,4 @@
-"""Sample-quality metrics (pfdm_core.metrics): FID, KID, precision/recall, accuracy, Classifier.
+"""Sample-quality metrics (pfdm_core.evaluation.metrics): FID, KID, precision/recall, accuracy, Classifier.
 
 Statistical checks use fixed seeds, so they are deterministic; tolerances are set from the
 sampling error of each estimator (a few standard errors), not tuned to the implementation.

@@ -1,4 +1,4 @@
-"""Phoenix strategies (pfdm_core.phoenix): partitions, data sharing, personalization, filtering."""
+"""Phoenix strategies (pfdm_core.methods.fedavg): partitions, data sharing, personalization, filtering."""
 from dataclasses import replace
 
 import numpy as np

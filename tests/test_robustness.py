@@ -360,3 +360,37 @@ def test_cli_run_probes_refused_before_anything_is_written(tmp_path, capsys, arg
     code, stdout, err = _cli(["run", "--preset", "smoke", "--out", str(out), *argv], capsys)
     assert code == 2 and err.startswith("pfdm_core: error: ") and message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_unreadable_cifar10_names_its_files(isolated_roots):
+    batches = isolated_roots / "data" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    for name in ("data_batch_1", "test_batch", "batches.meta"):
+        (batches / name).write_bytes(b"truncated")
+    with pytest.raises(ValueError) as e:
+        images.load_cifar10()
+    msg = str(e.value)
+    assert "CIFAR-10 under" in msg and str(batches / "data_batch_1") in msg and "download cifar10" in msg
+
+
+def test_damaged_results_file_is_reported_not_fatal(tmp_path, monkeypatch):
+    """scripts/rerun.py's summary reads every results*.json a run wrote: a damaged one is named in the summary."""
+    sys.path.insert(0, str(paths.REPO_ROOT / "scripts"))
+    import rerun
+
+    monkeypatch.setenv("PFDM_RUNS", str(tmp_path / "runs"))
+    for var in ("PFDM_PRESET", "PFDM_FIGURES"):  # rerun sets them for its notebooks: restored after the test
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+    monkeypatch.setattr(rerun, "notebooks", lambda prefixes: [])
+    (tmp_path / "runs" / "smoke" / "digits").mkdir(parents=True)
+    report_dir = tmp_path / "out"
+    report_dir.mkdir()
+    import time as _time
+
+    bad = tmp_path / "runs" / "smoke" / "digits" / "results.json"
+    start = _time.time()
+    bad.write_text("{truncated")
+    os.utime(bad, (start + 5, start + 5))
+    report = rerun.rerun("smoke", [], report_dir)
+    (key, value), = report["results"].items()
+    assert key.endswith("results.json") and value.startswith("unreadable (JSONDecodeError)")

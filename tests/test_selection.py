@@ -1,4 +1,4 @@
-"""Validation-based model selection (pfdm_core.selection): stratified hold-out, a deterministic
+"""Validation-based model selection (pfdm_core.methods.selection): stratified hold-out, a deterministic
 validation loss, and early stopping that returns the weights of the best validation step."""
 import pytest
 import torch

