@@ -1,4 +1,4 @@
-"""Tests of pfdm_core.privacy_study (notebook 07): the split, cached training, presets, the tables.
+"""Tests of pfdm_core.studies.privacy_study (notebook 07): the split, cached training, presets, the tables.
 
 Models are tiny (8-channel UNet, 2 optimiser steps): these tests check plumbing, not privacy.
 """
@@ -13,7 +13,7 @@ from pfdm_core.data.small import digits_split
 from pfdm_core.studies import privacy_study as ps
 
 TINY_TRAIN = TrainConfig(steps=2, batch_size=8, lr=1e-3)
-TINY = replace(ps.PRESETS["smoke"], num_members=12, num_nonmembers=20, t0s=(300, 693), personal_t0=693,
+TINY = replace(ps.STUDY_PRESETS["smoke"], num_members=12, num_nonmembers=20, t0s=(300, 693), personal_t0=693,
                net=UNetConfig(base_channels=8), overfit=TINY_TRAIN, train=TINY_TRAIN, public=TINY_TRAIN,
                num_generated=10, ddim_steps=2, recon_steps=2, audit_t0s=(500, 693), audit_trials=2000)
 
@@ -25,7 +25,7 @@ def _min_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("attacks")
-    split = ps.make_split(TINY, seed=0)
+    split = ps.membership_split(TINY, seed=0)
     return split, ps.train_models(TINY, split, 0, folder, progress=False), folder
 
 
@@ -33,16 +33,16 @@ def trained(tmp_path_factory):
 @pytest.mark.parametrize("preset", ["smoke", "cpu"])
 def test_split_is_disjoint_stratified_and_sized(preset):
     cfg = ps.study_config(preset)
-    split = ps.make_split(cfg, seed=0)
+    split = ps.membership_split(cfg, seed=0)
     train_set, test = digits_split(0)
     assert len(split.members) == cfg.num_members and len(split.nonmembers) == cfg.num_nonmembers
     assert len(split.members) + len(split.public) == len(train_set)  # public = every other training image
     assert _min_distance(split.members.x, split.public.x) > 0 and _min_distance(split.members.x, split.nonmembers.x) > 0
     assert _min_distance(split.public.x, split.nonmembers.x) > 0
     assert _min_distance(split.nonmembers.x, test.x) == 0 and len(set(split.members.y.tolist())) == 10
-    again = ps.make_split(cfg, seed=0)
+    again = ps.membership_split(cfg, seed=0)
     assert torch.equal(again.members.x, split.members.x)
-    assert not torch.equal(ps.make_split(cfg, seed=1).members.x, split.members.x)
+    assert not torch.equal(ps.membership_split(cfg, seed=1).members.x, split.members.x)
 
 
 def test_cpu_preset_uses_every_test_image_as_a_nonmember():
@@ -67,7 +67,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     import pfdm_core.core.train as train_module
 
     cfg = replace(TINY, overfit=replace(TINY_TRAIN, steps=4))  # checkpoints every 4 // 4 = 1 step
-    split, loss, calls = ps.make_split(cfg, 0), train_module.diffusion_loss, []
+    split, loss, calls = ps.membership_split(cfg, 0), train_module.diffusion_loss, []
 
     def dies_at_step_3(*args, **kwargs):
         calls.append(1)
@@ -93,7 +93,7 @@ def test_a_folder_of_another_config_is_refused(trained):
 
 
 def test_uploads_are_seeded_and_what_the_shared_model_trains_on():
-    split = ps.make_split(TINY, 0)
+    split = ps.membership_split(TINY, 0)
     a, b = ps.member_uploads(TINY, split, 693, 0), ps.member_uploads(TINY, split, 693, 0)
     assert torch.equal(a.x_tilde, b.x_tilde) and a.t0 == 693 and abs(a.eps - 10) < 0.01
     assert not torch.equal(a.x_tilde, ps.member_uploads(TINY, split, 693, 1).x_tilde)
@@ -123,12 +123,12 @@ def test_audit_stays_below_both_accountants():
 
 # ----------------------------------------------------------------------------- presets
 def test_presets_and_bad_configs_raise_clear_errors(monkeypatch):
-    assert ps.study_config("smoke").num_members == 20 and set(ps.PRESETS) == {"smoke", "cpu", "paper"}
+    assert ps.study_config("smoke").num_members == 20 and set(ps.STUDY_PRESETS) == {"smoke", "cpu", "paper"}
     assert ps.study_config("smoke", t0s=(693,)).t0s == (693,)
     with pytest.raises(ValueError, match="unknown preset 'fast'"):
         ps.study_config("fast")
     monkeypatch.setenv("PFDM_PRESET", "smoke")
-    assert ps.study_config("cpu") == ps.PRESETS["smoke"]  # the environment variable overrides
+    assert ps.study_config("cpu") == ps.STUDY_PRESETS["smoke"]  # the environment variable overrides
     with pytest.raises(ValueError, match="personal_t0 must be one of"):
         ps.StudyConfig(t0s=(100,), personal_t0=693)
     with pytest.raises(ValueError, match="t0 must be an integer in 1..999"):
@@ -136,4 +136,4 @@ def test_presets_and_bad_configs_raise_clear_errors(monkeypatch):
     with pytest.raises(ValueError, match="num_members must be >= 1"):
         ps.StudyConfig(num_members=0)
     with pytest.raises(ValueError, match="num_nonmembers <= 360"):
-        ps.make_split(ps.StudyConfig(num_nonmembers=361))
+        ps.membership_split(ps.StudyConfig(num_nonmembers=361))

@@ -1,10 +1,10 @@
 """Notebook 07's study: PFDM under attack on digits (issue 6; DESIGN.md 2 "Privacy" and 3 "Attacks").
 
-    cfg = study_config("cpu"); split = make_split(cfg, seed)
+    cfg = study_config("cpu"); split = membership_split(cfg, seed)
     models = train_models(cfg, split, seed, study_folder("cpu", seed))   # cached, resumable
     df, results = attack_table(targets(models, cfg), split, cfg, seed)   # loss / SecMI / PIA
 
-* Data (`make_split`): members = `num_members` training images (stratified), non-members =
+* Data (`membership_split`): members = `num_members` training images (stratified), non-members =
   the held-out test split, public = the rest of the training split (disjoint from both).
 * Models (`train_models`, each one call of the one training loop, checkpointed under
   runs/<preset>/attacks/seed<s>/): a non-private DDPM trained long enough to overfit the
@@ -95,7 +95,7 @@ class StudyConfig:
             raise ValueError(f"audit_alpha must be in (0, 1), got {self.audit_alpha}")
 
 
-PRESETS = {
+STUDY_PRESETS = {
     "smoke": StudyConfig(num_members=20, num_nonmembers=100, net=UNetConfig(base_channels=16),
                          overfit=TrainConfig(steps=40, batch_size=32, lr=1e-3),
                          train=TrainConfig(steps=20, batch_size=32, lr=1e-3),
@@ -114,18 +114,18 @@ PRESETS = {
 
 def study_config(preset: str, **overrides) -> StudyConfig:
     """The named preset (PFDM_PRESET overrides it) with fields replaced, e.g. t0s=(100, 693)."""
-    return replace(choose(PRESETS, preset), **overrides)
+    return replace(choose(STUDY_PRESETS, preset), **overrides)
 
 
 # ----------------------------------------------------------------------------- data
 @dataclass(frozen=True)
-class Split:
+class MembershipSplit:
     members: Dataset  # what the attacked models are trained on
     nonmembers: Dataset  # held-out test images, never trained on
     public: Dataset  # the rest of the training split: the adversary's public data
 
 
-def make_split(cfg: StudyConfig, seed: int = 0) -> Split:
+def membership_split(cfg: StudyConfig, seed: int = 0) -> MembershipSplit:
     """Members (stratified), non-members (test split) and public data (the rest), from digits_split(seed)."""
     train_set, test = digits_split(seed)
     if cfg.num_members > len(train_set) - 10 or cfg.num_nonmembers > len(test):
@@ -138,10 +138,10 @@ def make_split(cfg: StudyConfig, seed: int = 0) -> Split:
         perm = np.random.default_rng(seed).permutation(idx)
         mem, pub = perm[:cfg.num_members], perm[cfg.num_members:]
     non = np.sort(np.random.default_rng(seed).permutation(len(test))[:cfg.num_nonmembers])
-    return Split(train_set.subset(np.sort(mem)), test.subset(non), train_set.subset(np.sort(pub)))
+    return MembershipSplit(train_set.subset(np.sort(mem)), test.subset(non), train_set.subset(np.sort(pub)))
 
 
-def member_uploads(cfg: StudyConfig, split: Split, t0: int, seed: int = 0) -> Upload:
+def member_uploads(cfg: StudyConfig, split: MembershipSplit, t0: int, seed: int = 0) -> Upload:
     """The members' one-time PFDM uploads at t0 (seeded: the same ones the shared model trains on)."""
     return client_upload(split.members, t0, Schedule(cfg.T), cfg.clip_norm, seed=seed * 1000 + t0, delta=cfg.delta)
 
@@ -165,17 +165,17 @@ def study_folder(preset: str, seed: int = 0) -> Path:
     return runs_dir() / preset / "attacks" / f"seed{seed}"
 
 
-def check_folder(folder: Path, cfg: StudyConfig) -> None:
+def check_study_folder(folder: Path, cfg: StudyConfig) -> None:
     """Refuse checkpoints in `folder` trained under another config; record the config otherwise."""
     check_config_folder(folder, json.loads(json.dumps({k: asdict(cfg)[k] for k in _TRAINED_BY})))
 
 
-def train_models(cfg: StudyConfig, split: Split, seed: int = 0, folder: Path | None = None,
+def train_models(cfg: StudyConfig, split: MembershipSplit, seed: int = 0, folder: Path | None = None,
                  progress: bool = True) -> Models:
     """Train (or load from `folder`) every attacked model; each run checkpoints 4 times and resumes."""
     sched = Schedule(cfg.T)
     if folder is not None:
-        check_folder(folder, cfg)
+        check_study_folder(folder, cfg)
     ckpt = (lambda name: folder / f"{name}.pt") if folder is not None else (lambda name: None)
     tc = lambda c: replace(c, seed=seed, checkpoint_every=max(1, c.steps // 4))  # noqa: E731
 
@@ -216,7 +216,7 @@ def targets(models: Models, cfg: StudyConfig) -> list[Target]:
     return out
 
 
-def attack_table(targets: list[Target], split: Split, cfg: StudyConfig, seed: int = 0,
+def attack_table(targets: list[Target], split: MembershipSplit, cfg: StudyConfig, seed: int = 0,
                  progress: bool = True) -> tuple[pd.DataFrame, dict[tuple[str, str], MIAResult]]:
     """Every attack on every target: one row per (model, attack) with AUC and TPR at 1% / 0.1% FPR."""
     rows, results = [], {}
@@ -297,7 +297,7 @@ def generate_samples(models: Models, cfg: StudyConfig, seed: int = 0) -> dict[st
                                                               shape, "ddim", cfg.ddim_steps, seed)}
 
 
-def memorization_table(samples: dict[str, torch.Tensor], split: Split,
+def memorization_table(samples: dict[str, torch.Tensor], split: MembershipSplit,
                        threshold: float = 1 / 3) -> tuple[pd.DataFrame, dict[str, attacks.Memorization]]:
     """Nearest-neighbour ratio test of each model's samples against the members, with held-out real
     digits as the reference (real images that were never trained on)."""
@@ -308,7 +308,7 @@ def memorization_table(samples: dict[str, torch.Tensor], split: Split,
     return df, res
 
 
-def plot_memorization(res: dict[str, attacks.Memorization], samples: dict[str, torch.Tensor], split: Split,
+def plot_memorization(res: dict[str, attacks.Memorization], samples: dict[str, torch.Tensor], split: MembershipSplit,
                       k: int = 8) -> plt.Figure:
     """Left: the distribution (ECDF) of the ratio per source; right: each model's k closest pairs."""
     fig = plt.figure(figsize=(13, 1.3 * len(samples) + 1.2), layout="constrained")
@@ -327,7 +327,7 @@ def plot_memorization(res: dict[str, attacks.Memorization], samples: dict[str, t
 
 
 # ----------------------------------------------------------------------------- reconstruction
-def reconstruction_table(models: Models, split: Split, cfg: StudyConfig, classifier: nn.Module,
+def reconstruction_table(models: Models, split: MembershipSplit, cfg: StudyConfig, classifier: nn.Module,
                          seed: int = 0) -> tuple[pd.DataFrame, dict[int, dict[str, torch.Tensor]]]:
     """The members' uploads at each t0 denoised by the shared model (one step: it owns no step <= t0),
     by the public model (DDIM t0 -> 0) and by no model (x_tilde / sqrt(abar), clamped); labels are public."""
@@ -349,7 +349,7 @@ def reconstruction_table(models: Models, split: Split, cfg: StudyConfig, classif
     return pd.DataFrame(rows), images
 
 
-def plot_reconstructions(images: dict[int, dict[str, torch.Tensor]], split: Split, n: int = 12) -> plt.Figure:
+def plot_reconstructions(images: dict[int, dict[str, torch.Tensor]], split: MembershipSplit, n: int = 12) -> plt.Figure:
     """Rows: the true members, then per t0 the upload and the shared / public model's reconstructions."""
     rows, labels = [split.members.x[:n]], ["true image"]
     for t0, im in images.items():
@@ -389,7 +389,7 @@ def plot_audit(df: pd.DataFrame, cfg: StudyConfig) -> plt.Figure:
     return fig
 
 
-__all__ = ["PAPER_AUC", "StudyConfig", "PRESETS", "study_config", "Split", "make_split", "member_uploads", "Models",
-           "study_folder", "check_folder", "train_models", "Target", "targets", "attack_table", "plot_rocs",
+__all__ = ["PAPER_AUC", "StudyConfig", "STUDY_PRESETS", "study_config", "MembershipSplit", "membership_split", "member_uploads", "Models",
+           "study_folder", "check_study_folder", "train_models", "Target", "targets", "attack_table", "plot_rocs",
            "plot_vs_t0", "generate_samples", "memorization_table", "plot_memorization", "reconstruction_table",
            "plot_reconstructions", "audit_table", "plot_audit"]
