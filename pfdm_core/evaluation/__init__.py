@@ -1,2 +1,2 @@
 """Evaluation floor: metrics (classifier FID / KID, precision / recall), cached metric classifiers, one client's
-table, the Inception FID, downstream classifiers, and the figures' style (`plotting`)."""
+table, the paired comparison of two methods over seeds (`compare`), the Inception FID, downstream classifiers, and the figures' style (`plotting`)."""
