@@ -47,8 +47,8 @@ from pfdm_core.methods import registry
 from pfdm_core.methods.fedavg import PhoenixConfig
 from pfdm_core.privacy.dpsgd import ACCOUNTANTS as DP_ACCOUNTANTS
 from pfdm_core.privacy.dpsgd import DPConfig
-from pfdm_core.privacy.mechanism import epsilon as eps_of
 from pfdm_core.privacy.mechanism import check_clip_norm, check_delta, t0_for_epsilon
+from pfdm_core.privacy.mechanism import epsilon as eps_of
 
 DATASETS = datasets.NAMES
 
@@ -424,15 +424,15 @@ def run(cfg: ExperimentConfig, methods: Sequence[str] = registry.TABLE1, seeds: 
     if len(set(seeds)) != len(seeds) or any(isinstance(s, bool) or int(s) != s or s < 0 for s in seeds):
         raise ValueError(f"seeds must list distinct integers >= 0, got {list(seeds)}")
     out = Path(out) if out else paths.runs_dir() / cfg.data
+    splits = {seed: make_split(cfg, seed) for seed in seeds}  # an impossible split is refused before any write
     out.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        check_folder(out / f"seed{seed}", cfg)
     K = cfg.net.num_classes
     majority, _ = client_classes(cfg.eval.client, cfg.split.num_clients, K)
     rows, class_rows, samples = [], [], {}
     jobs = [(s, m, t0) for s in seeds for m in methods for t0 in (cfg.privacy.t0s if registry.get(m).uses_t0 else (None,))]
     sched = Schedule(cfg.T)
-    for seed in seeds:
-        check_folder(out / f"seed{seed}", cfg)
-    splits = {seed: make_split(cfg, seed) for seed in seeds}
     refs: dict[int, tuple] = {}  # seed -> (classifier, features of the held-out reference)
     inception_net = _inception()
     for seed, method, t0 in tqdm(jobs, desc="runs", disable=not progress):

@@ -353,6 +353,7 @@ def test_frozen_configs():
     (["--clients", "0"], "num_clients must be an integer in [2, ∞)"),
     (["--accountant", "analytic"], "--accountant only applies with --epsilon"),
     (["--t0", "0"], "t0 must be an integer in 1..999"),
+    (["--clients", "20"], "too few images"),  # an impossible split: refused before config.json is written
 ])
 def test_cli_run_probes_refused_before_anything_is_written(tmp_path, capsys, argv, message):
     """The probes of a hostile but fair user: one line, status 2, and the run folder is not even created."""
