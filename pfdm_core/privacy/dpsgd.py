@@ -164,6 +164,7 @@ def train_dpsgd(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.Ten
         start, losses = state["step"], state["losses"]
 
     def save(step: int) -> None:
+        ckpt.check_finite_weights(model, step, path, desc)
         ckpt.save(path, dict(model=model.state_dict(), opt=opt.state_dict(), accountant=accountant.state_dict(),
                              gen=gen.get_state(), noise_gen=noise_gen.get_state(),
                              ema=ema.state_dict() if ema else None, step=step, losses=losses,
