@@ -75,7 +75,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
                          "delete it to train again from scratch") from None
 
 
-def resume(path: str | os.PathLike | None, fingerprint: dict,
+def resume(path: str | os.PathLike | None, fingerprint: dict | None,
            legacy: Callable[[dict], bool] | None = None) -> dict | None:
     """The state saved at `path` by `save` with this `fingerprint`; None when `path` is None or absent.
     A file written for another fingerprint, or without one, is refused in one line (never resumed).
@@ -94,27 +94,29 @@ def resume(path: str | os.PathLike | None, fingerprint: dict,
     return state
 
 
-def save(path: str | os.PathLike | None, state: dict, fingerprint: dict) -> None:
-    """atomic_save(state + fingerprint) to `path` (nothing when `path` is None)."""
+def save(path: str | os.PathLike | None, state: dict, fingerprint: dict | None) -> None:
+    """atomic_save(state + fingerprint) to `path` (nothing when `path` is None; the fingerprint may then be None)."""
     if path is not None:
         atomic_save({**state, "fingerprint": fingerprint}, path)
+
+
+def _diverged(what: str, symptom: str, step: int, path: str | os.PathLike | None) -> FloatingPointError:
+    kept = f"; the last good checkpoint {path} is kept" if path is not None and Path(path).exists() else ""
+    return FloatingPointError(f"{what} diverged: {symptom} at step {step}{kept}. Lower the learning rate "
+                              "or check the data")
 
 
 def check_finite(loss: float, step: int, path: str | os.PathLike | None, what: str = "training") -> None:
     """Stop a loop whose loss is NaN or infinite, before anything is saved over the last good checkpoint."""
     if not math.isfinite(loss):
-        kept = f"; the last good checkpoint {path} is kept" if path is not None and Path(path).exists() else ""
-        raise FloatingPointError(f"{what} diverged: loss {loss} at step {step}{kept}. Lower the learning rate "
-                                 "or check the data")
+        raise _diverged(what, f"loss {loss}", step, path)
 
 
 def check_finite_weights(model: torch.nn.Module, step: int, path: str | os.PathLike | None,
                          what: str = "training") -> None:
     """Refuse to save weights that hold NaN or infinity (a good checkpoint is never replaced by a bad one)."""
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-        kept = f"; the last good checkpoint {path} is kept" if path is not None and Path(path).exists() else ""
-        raise FloatingPointError(f"{what} diverged: non-finite weights at step {step}{kept}. Lower the learning "
-                                 "rate or check the data")
+        raise _diverged(what, "non-finite weights", step, path)
 
 
 class Cadence:

@@ -95,7 +95,8 @@ def train(
     losses: list[float] = []
     start = 0
     path = Path(checkpoint) if checkpoint else None
-    fingerprint = dict(config=asdict(config), data=data_fingerprint(x, y), steps=[t_lo, t_hi, origin])
+    # hashed only when there is a checkpoint: FedAvg's local rounds and selection call this loop without one
+    fingerprint = dict(config=asdict(config), data=data_fingerprint(x, y), steps=[t_lo, t_hi, origin]) if path else None
     state = ckpt.resume(path, fingerprint, legacy=lambda s: s.get("config") == asdict(config))
     if state is not None:
         model.load_state_dict(state["model"])

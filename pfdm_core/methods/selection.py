@@ -106,7 +106,8 @@ def train_selected(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.
     best_path = Path(checkpoint).with_suffix(".best.pt") if checkpoint else None
     fingerprint = dict(config=asdict(config), every=every, patience=patience, steps=[t_lo, t_hi, origin],
                        data=data_fingerprint(x, y),
-                       validation=data_fingerprint(val.x_t, val.y) if isinstance(val, ValidationLoss) else None)
+                       validation=data_fingerprint(val.x_t, val.y) if isinstance(val, ValidationLoss) else None
+                       ) if best_path else None
     state = {"step": 0, "loss": float("inf"), "model": None, "curve": [], "stopped": False}
     saved = ckpt.resume(best_path, fingerprint, legacy=lambda s: "curve" in s)  # older files: trusted by name
     if saved is not None:

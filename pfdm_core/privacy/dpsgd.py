@@ -151,7 +151,7 @@ def train_dpsgd(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.Ten
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else None
     losses: list[float] = []
     start, path = 0, Path(checkpoint) if checkpoint else None
-    fingerprint = dict(config=asdict(config), dp=asdict(dp), n=n, data=data_fingerprint(x, y))
+    fingerprint = dict(config=asdict(config), dp=asdict(dp), n=n, data=data_fingerprint(x, y)) if path else None
     state = ckpt.resume(path, fingerprint)
     if state is not None:
         model.load_state_dict(state["model"])
