@@ -17,7 +17,8 @@ SERVER_SIDE = ("methods/server.py",)
 
 
 def module_name(path: Path) -> str:
-    return "pfdm_core." + ".".join(path.relative_to(PKG).with_suffix("").parts).removesuffix(".__init__")
+    parts = path.relative_to(PKG).with_suffix("").parts
+    return ".".join(("pfdm_core", *(parts[:-1] if parts[-1] == "__init__" else parts)))
 
 
 def floor_of(module: str) -> str | None:
@@ -46,8 +47,7 @@ MODULES = sorted(p for p in PKG.rglob("*.py"))
 
 
 def test_every_module_has_a_floor():
-    missing = [module_name(p) for p in MODULES if floor_of(module_name(p)) not in FLOORS and p.parent != PKG
-               or (p.parent == PKG and p.stem not in FLOORS and p.name != "__init__.py")]
+    missing = [m for m in map(module_name, MODULES) if m != "pfdm_core" and floor_of(m) not in FLOORS]
     assert not missing, f"modules outside the floors {list(FLOORS)}: {missing}"
 
 
