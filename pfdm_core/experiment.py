@@ -175,7 +175,10 @@ class ExperimentConfig:
         _check_number("T", self.T, 2, None, integer=True)
         _check_number("client", self.eval.client, 0, self.split.num_clients - 1, integer=True)
         for t0 in self.privacy.t0s:
-            Schedule(self.T).check_step(t0, "t0", 1, self.T - 1)
+            try:
+                Schedule(self.T).check_step(t0, "t0", 1, self.T - 1)
+            except ValueError as err:  # the range comes from T: name it too
+                raise ValueError(f"{err} (T = {self.T})") from None
         if self.net.num_classes % 2:
             raise ValueError(f"the two-cluster split needs an even number of classes, got {self.net.num_classes}")
 
