@@ -96,3 +96,19 @@ def test_import_does_no_work():
     code = "import sys, pfdm_core; import pfdm_core.core.omp as o; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_package_file_is_tracked():
+    """A clean clone has the whole package: no module is ignored by .gitignore or left untracked (a root-level
+    `data/` rule once hid pfdm_core/data/partition.py, so CI's clone could not import it)."""
+    import shutil
+    import subprocess
+    root = PKG.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    out = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--ignored", "--", "pfdm_core"],
+                         cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    out += subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--", "pfdm_core"],
+                          cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    stray = sorted(p for p in out if p.endswith((".py", ".toml", ".md")))
+    assert not stray, f"package files missing from git: {stray}"
