@@ -345,6 +345,14 @@ def metric_classifier(cfg: ExperimentConfig, split: Split, seed: int) -> metrics
                              split.train, cfg.eval.classifier_epochs, seed, progress=True)
 
 
+def metric_pca(clf: metrics.Classifier, split: Split, max_images: int = 5000) -> metrics.FeaturePCA:
+    """The group FID's projection: PCA of the metric classifier's features of at most `max_images` training
+    images (a fixed random subset), never of the held-out reference."""
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(split.train.x), generator=g)[:max_images]
+    return metrics.FeaturePCA.fit(metrics.embed(clf, split.train.x[idx]))
+
+
 def extra_metrics(cfg: ExperimentConfig) -> dict[str, Callable[[torch.Tensor], float]]:
     """Colorized MNIST: "color" = fraction of samples painted in client cfg.eval.client's colour band
     (the classifier FID is nearly colour-blind: its classifier is trained to ignore colour)."""
@@ -442,8 +450,8 @@ def run(cfg: ExperimentConfig, methods: Sequence[str] = registry.TABLE1, seeds: 
         split = splits[seed]
         if seed not in refs:  # the classifier is trained once per seed (then cached on disk)
             clf = metric_classifier(cfg, split, seed)
-            refs[seed] = clf, metrics.embed(clf, split.test.x)
-        clf, ref = refs[seed]
+            refs[seed] = clf, metrics.embed(clf, split.test.x), metric_pca(clf, split)
+        clf, ref, pca = refs[seed]
         start = time.perf_counter()
         extra: dict = {}
         models = train_method(method, cfg, split, seed, t0, out / f"seed{seed}", progress, extra)
@@ -451,7 +459,7 @@ def run(cfg: ExperimentConfig, methods: Sequence[str] = registry.TABLE1, seeds: 
         y = torch.arange(K).repeat_interleave(cfg.eval.n_per_class)
         fake = sample_method(method, models, cfg, y, t0, seed)
         summary, per_class = evaluate_client(clf, fake, y, split.test, majority, extra_metrics(cfg), ref,
-                                             inception_net)
+                                             inception_net, pca)
         info = {"seed": seed, "method": method, "t0": t0,
                 "eps_thm51": eps_of(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta) if t0 else None,
                 "eps_analytic": eps_of(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta, "analytic") if t0 else None,

@@ -22,7 +22,8 @@ from pfdm_core.experiment import ExperimentConfig, preset_config, run, summarize
 from pfdm_core.privacy.mechanism import epsilon
 
 METRIC_COLUMNS = [f"{k}_{g}" for k in ("fid", "kid", "precision", "recall", "accuracy")
-                  for g in ("major", "minor", "avg")]
+                  for g in ("major", "minor", "avg")] + [f"{k}_{g}" for k in ("gfid", "gkid", "gkid_se")
+                                                         for g in ("major", "minor")]
 T0S = (400, 693)
 
 
@@ -97,6 +98,29 @@ def test_per_class_rows_match_summary(smoke_run):
             assert row[f"{key}_major"] == pytest.approx(sel[sel.group == "majority"][key].mean())
             assert row[f"{key}_minor"] == pytest.approx(sel[sel.group == "minority"][key].mean())
             assert row[f"{key}_avg"] == pytest.approx(sel[key].mean())
+
+
+def test_group_scores_are_the_pooled_scores_of_the_saved_samples(smoke_run, monkeypatch):
+    """The headline columns recomputed from the saved samples: each group's classes pooled, the PCA fitted on the
+    classifier's training images (never the reference), KID stratified by class."""
+    from pfdm_core import experiment
+    from pfdm_core.evaluation import metrics
+
+    cfg, out, df, runs = smoke_run
+    monkeypatch.setenv("PFDM_RUNS", str(runs))  # the same cached classifier
+    split = experiment.make_split(cfg, 0)
+    clf = experiment.metric_classifier(cfg, split, 0)
+    pca = experiment.metric_pca(clf, split)
+    fake = torch.load(out / "results_samples.pt", weights_only=False)[(0, "local", None)]
+    y = torch.arange(10).repeat_interleave(cfg.eval.n_per_class).numpy()
+    real, real_y = metrics.embed(clf, split.test.x), split.test.y.numpy()
+    row = df[df.method == "local"].iloc[0]
+    for group, classes in (("major", range(5)), ("minor", range(5, 10))):
+        r, f = np.isin(real_y, list(classes)), np.isin(y, list(classes))
+        expect = metrics.group_scores(real[r], metrics.embed(clf, fake)[f], pca, real_y[r], y[f])
+        for key, value in expect.items():
+            assert row[f"{key}_{group}"] == pytest.approx(value, rel=1e-6), (key, group)
+    assert (df[["gkid_se_major", "gkid_se_minor"]] > 0).all().all()
 
 
 def test_run_saves_checkpoints_and_samples(smoke_run):

@@ -1,5 +1,6 @@
-"""One client's table: per-class metrics of its samples against held-out real images, and the
-mean ± std summary over seeds that every results table prints."""
+"""One client's table: the headline group scores (majority / minority classes pooled: `metrics.group_scores`),
+per-class metrics of its samples against held-out real images, and the mean ± std summary over seeds that every
+results table prints."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -16,12 +17,14 @@ from pfdm_core.evaluation import metrics
 def evaluate_client(clf: metrics.Classifier, fake: torch.Tensor, fake_y: torch.Tensor, test: Dataset,
                     majority: Sequence[int], extras: dict[str, Callable[[torch.Tensor], float]] | None = None,
                     test_features: np.ndarray | None = None, inception_net: nn.Module | None = None,
-                    ) -> tuple[dict, list[dict]]:
-    """Per-class metrics of samples (fake, fake_y) against the test images of each class.
+                    pca: metrics.FeaturePCA | None = None) -> tuple[dict, list[dict]]:
+    """Per-class metrics of samples (fake, fake_y) against the test images of each class, and with `pca` the
+    headline group scores "gfid_major", "gfid_minor", "gkid_*", "gkid_se_*" (`metrics.group_scores`).
 
     `extras` {name: f(fake_c) -> float} adds columns (e.g. Colorized MNIST's colour match);
     `test_features` = metrics.embed(clf, test.x), computed once when many runs share a reference;
-    `inception_net` (`inception.InceptionFeatures`) adds the standard Inception FID, "fid_inception"."""
+    `inception_net` (`inception.InceptionFeatures`) adds the standard Inception FID, "fid_inception";
+    `pca` = `experiment.metric_pca(clf, split)`, fitted on training images (never on the reference)."""
     extras = extras or {}
     feats = metrics.embed(clf, test.x) if test_features is None else test_features
     rows = []
@@ -36,6 +39,15 @@ def evaluate_client(clf: metrics.Classifier, fake: torch.Tensor, fake_y: torch.T
         rows.append({**row, **{name: f(fake_c) for name, f in extras.items()}})
     df = pd.DataFrame(rows)
     summary = {}
+    if pca is not None:
+        fake_feats = metrics.embed(clf, fake)
+        minority = [c for c in range(int(test.y.max()) + 1) if c not in majority]
+        for group, classes in (("major", list(majority)), ("minor", minority)):
+            real_mask, fake_mask = np.isin(test.y.numpy(), classes), np.isin(fake_y.numpy(), classes)
+            scores = metrics.group_scores(feats[real_mask], fake_feats[fake_mask], pca,
+                                          test.y.numpy()[real_mask], fake_y.numpy()[fake_mask])
+            for key, value in scores.items():
+                summary[f"{key}_{group}"] = value
     keys = ["fid", "kid", "precision", "recall", "accuracy", *extras] + (["fid_inception"] if inception_net is not None else [])
     for key in keys:
         summary[f"{key}_major"] = float(df[df.group == "majority"][key].mean())

@@ -271,7 +271,8 @@ def evaluate(cfg: experiment.ExperimentConfig, seed: int, partition_id: int, met
     y = torch.arange(K).repeat_interleave(cfg.eval.n_per_class)
     fake = experiment.sample_method(method, models, cfg, y, t0, seed)
     majority, _ = client_classes(int(partition_id), cfg.split.num_clients, K)
-    summary, _ = experiment.evaluate_client(clf, fake, y, split.test, majority)
+    summary, _ = experiment.evaluate_client(clf, fake, y, split.test, majority,
+                                            pca=experiment.metric_pca(clf, split))
     return summary, fake
 
 

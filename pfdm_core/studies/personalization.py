@@ -39,6 +39,7 @@ from pfdm_core.experiment import (
     evaluate_client,
     make_split,
     metric_classifier,
+    metric_pca,
     model_factory,
 )
 from pfdm_core.methods.pfdm import client_upload, pfdm_sample, server_train_shared
@@ -164,10 +165,10 @@ def _slug(recipe: Recipe) -> str:
 
 
 def evaluate(cfg: ExperimentConfig, ss: StudySplit, clf: metrics.Classifier, fake: torch.Tensor,
-             y: torch.Tensor, ref: np.ndarray) -> dict:
+             y: torch.Tensor, ref: np.ndarray, pca: metrics.FeaturePCA | None = None) -> dict:
     """Client cfg.eval.client's metrics against the test reference (the only reader of ss.test)."""
     majority, _ = client_classes(cfg.eval.client, cfg.split.num_clients, cfg.net.num_classes)
-    summary, _ = evaluate_client(clf, fake, y, ss.test, majority, test_features=ref)
+    summary, _ = evaluate_client(clf, fake, y, ss.test, majority, test_features=ref, pca=pca)
     return summary
 
 
@@ -207,14 +208,14 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
                                 "eps_thm51": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta)}, (shared, p, r.guidance)))
         # evaluation: the only place that reads the test reference
         clf = metric_classifier(cfg, Split(ss.clients, ss.test, ss.pool), seed)
-        ref = metrics.embed(clf, ss.test.x)
+        ref, pca = metrics.embed(clf, ss.test.x), metric_pca(clf, Split(ss.clients, ss.test, ss.pool))
         for info, m in tqdm(models, desc=f"evaluating seed {seed}", disable=not progress):
             if isinstance(m, tuple):
                 fake = pfdm_sample(m[0], m[1], sched, info["t0"], y, shape, "ddim", cfg.eval.ddim_steps, seed,
                                    guidance=m[2])
             else:
                 fake = generate(m, sched, y, shape, "ddim", cfg.eval.ddim_steps, seed=seed)
-            rows.append({"seed": seed, **info, **evaluate(cfg, ss, clf, fake, y, ref)})
+            rows.append({"seed": seed, **info, **evaluate(cfg, ss, clf, fake, y, ref, pca)})
             samples[(seed, info["method"], info["recipe"], info["t0"])] = fake
     df = pd.DataFrame(rows)
     df.to_csv(Path(out) / f"{name}.csv", index=False)
