@@ -36,6 +36,7 @@ from pfdm_core import (
 from pfdm_core.core.diffusion import generate  # noqa: E402
 from pfdm_core.core.paths import runs_dir  # noqa: E402
 from pfdm_core.methods.pfdm import split_steps  # noqa: E402
+from pfdm_core.evaluation.compare import markdown  # noqa: E402
 from pfdm_core.studies import personalization
 
 KEYS = ("fid_major", "fid_minor", "kid_minor", "recall_major", "recall_minor", "accuracy_minor")
@@ -147,14 +148,6 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
                         "after": a[k].mean(), "diff": d.mean(), "diff_std": d.std(ddof=1) if len(d) > 1 else np.nan,
                         "seeds": len(d)})
     return pd.DataFrame(out)
-
-
-def markdown(df: pd.DataFrame) -> str:
-    """A GitHub markdown table (floats to 3 decimals)."""
-    cell = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:

@@ -228,6 +228,44 @@ def test_audit_of_the_upload_stays_below_both_accountants():
     small, big = (attacks.audit_upload(S, t0=500, clip_norm=1.0, num_trials=n) for n in (1_000, 100_000))
     assert 0 < small.eps_lb < big.eps_lb < big.eps_analytic < big.eps_thm51
     assert big.num_trials == 100_000 and 0 <= big.fpr <= 1
+    assert big.calibration_trials == 100_000  # the threshold came from trials of its own
+    assert big.eps_max == pytest.approx(attacks.max_certifiable_eps(100_000)) and big.can_refute
+
+
+def test_the_audit_can_fail_a_mechanism_with_too_little_noise():
+    """At t0 = 800 (eps <= 3.4 by both accountants) the same audit convicts an upload whose noise is 4x too small,
+    and acquits the real one: the small-eps end of the audit is a real test."""
+    from pfdm_core.privacy.mechanism import privatize
+
+    def leaky(x, t0, sched, clip_norm, g):
+        honest = privatize(x, t0, sched, clip_norm, g)
+        a = float(sched.alpha_bar[t0])
+        return a ** 0.5 * x + (honest - a ** 0.5 * x) / 4  # the same mean, a quarter of the noise
+
+    real = attacks.audit_upload(S, t0=800, clip_norm=10.0, num_trials=20_000)
+    broken = attacks.audit_upload(S, t0=800, clip_norm=10.0, num_trials=20_000, mechanism=leaky)
+    assert real.can_refute and broken.can_refute  # 3.3 < eps_max (8.6 at 20,000 trials)
+    assert real.eps_lb < real.eps_analytic < broken.eps_lb, (real.eps_lb, real.eps_analytic, broken.eps_lb)
+
+
+def test_eps_max_is_what_perfect_separation_shows():
+    for n in (1_000, 100_000):
+        cap = attacks.max_certifiable_eps(n, 1e-5, 0.05)
+        assert cap == pytest.approx(math.log(n / math.log(2 / 0.05)), abs=0.01)  # FPR, FNR <= ln(2/alpha)/n
+        separated = attacks.eps_lower_bound(np.full(2 * n, 5.0), np.full(2 * n, -5.0))
+        assert separated.eps_lb == pytest.approx(cap) and separated.num_trials == n
+
+
+def test_the_threshold_is_chosen_on_other_trials_than_the_bound():
+    """Half the statistics choose the threshold, the other half give the bound; a given threshold uses them all.
+    On a null pair (identical distributions, true eps = 0) the bound at 95% exceeds 0 in at most ~5% of audits."""
+    g = np.random.default_rng(3)
+    given = attacks.eps_lower_bound(g.normal(1, 1, 4000), g.normal(0, 1, 4000), threshold=0.5)
+    assert given.calibration_trials == 0 and given.num_trials == 4000 and given.threshold == 0.5
+    split = attacks.eps_lower_bound(g.normal(1, 1, 4000), g.normal(0, 1, 4000))
+    assert split.calibration_trials == 2000 and split.num_trials == 2000
+    false_alarms = sum(attacks.eps_lower_bound(g.normal(size=400), g.normal(size=400)).eps_lb > 0 for _ in range(200))
+    assert false_alarms <= 20, false_alarms  # 5% of 200 is 10; the binomial 99.9% bound is about 21
 
 
 # ----------------------------------------------------------------------------- errors
@@ -248,6 +286,7 @@ def test_audit_of_the_upload_stays_below_both_accountants():
     (lambda e, m, x: EpsFn.pfdm(m, m, S, 0), "t0 must be an integer in 1..999"),
     (lambda e, m, x: EpsFn(S, Segment(m, 1, 100), Segment(m, 200, 1000)), "contiguous"),
     (lambda e, m, x: attacks.eps_lower_bound([], [1.0]), "non-empty"),
+    (lambda e, m, x: attacks.eps_lower_bound([1.0], [1.0], alpha=2), "alpha must be in"),
     (lambda e, m, x: attacks.audit_upload(S, t0=0), "t0 must be an integer"),
 ])
 def test_bad_inputs_raise_clear_errors(call, match):

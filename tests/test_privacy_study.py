@@ -119,6 +119,8 @@ def test_audit_stays_below_both_accountants():
     df = ps.audit_table(TINY)
     assert (df.eps_lb <= df.eps_analytic).all() and (df.eps_analytic <= df.eps_thm51).all()
     assert df.t0.tolist() == [500, 693] and (df.confidence == 0.95).all()
+    assert (df.calibration_trials == df.trials).all() and (df.trials == 2000).all()
+    assert not df.can_refute.any() and (df.eps_max < 6.3).all()  # 2000 trials show at most 6.3 < 8.6 (693), 41 (500)
 
 
 # ----------------------------------------------------------------------------- presets

@@ -1,4 +1,4 @@
-"""Privacy attacks on diffusion models and on the PFDM upload (DESIGN.md 2.1 and 3).
+"""Privacy attacks on diffusion models and on the PFDM upload.
 
 * Membership inference: per-sample scores, LOWER means "member". All three attacks query a
   full-chain noise predictor `EpsFn` (eps_hat of x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps):
@@ -14,10 +14,11 @@
   training set; below 1/3 counts as a copy (Yoon et al. 2023; Gu et al. 2023).
 * Reconstruction (`reconstruction_attack`): denoise the upload x_tilde from t0 back to x_0;
   SSIM, l2, classifier accuracy and re-identification among the N candidates (explore.py).
-* Audit (`audit_upload`): distinguish uploads of neighbours x, x' with ||x - x'|| = 2C; the
-  Clopper-Pearson bounds on the test's FPR / FNR give a (1 - alpha) lower confidence bound
-  eps_lb = max_tau log((1 - delta - FNR_hi) / FPR_hi)  (Jagielski et al. 2020, Nasr et al. 2021),
-  which must stay below both accountants' eps.
+* Audit (`audit_upload`): distinguish uploads of the worst-case neighbours x, x' with ||x - x'|| = 2C;
+  the threshold tau is chosen on calibration trials, and the Clopper-Pearson bounds on the test's FPR / FNR
+  on fresh trials give a (1 - alpha) lower confidence bound
+  eps_lb = log((1 - delta - FNR_hi) / FPR_hi)  (Jagielski et al. 2020, Nasr et al. 2021),
+  which must stay below both accountants' eps; `eps_max` is the most the trial count can show.
 """
 from pfdm_core.attacks.audit import *  # noqa: F401,F403
 from pfdm_core.attacks.common import *  # noqa: F401,F403

@@ -91,4 +91,12 @@ def paired_table(df: pd.DataFrame, pairs: list[tuple[str, str]], keys: dict[str,
     return pd.DataFrame(rows)
 
 
-__all__ = ["Paired", "paired", "paired_table"]
+def markdown(df: pd.DataFrame) -> str:
+    """A GitHub markdown table of `df` (floats to 3 decimals), for the committed result tables."""
+    cell = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["Paired", "markdown", "paired", "paired_table"]

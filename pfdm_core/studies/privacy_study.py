@@ -362,14 +362,16 @@ def plot_reconstructions(images: dict[int, dict[str, torch.Tensor]], split: Memb
 
 # ----------------------------------------------------------------------------- audit
 def audit_table(cfg: StudyConfig, seed: int = 0) -> pd.DataFrame:
-    """audit_upload at each audit t0: eps_lb (confidence 1 - alpha) beside both accountants' eps."""
+    """audit_upload at each audit t0: eps_lb (confidence 1 - alpha) beside both accountants' eps, the most the
+    trial count can show (eps_max) and whether the audit could contradict the tighter accountant there."""
     sched = Schedule(cfg.T)
     rows = []
     for t0 in tqdm(cfg.audit_t0s, desc="audit", leave=False):
         a = attacks.audit_upload(sched, t0, cfg.clip_norm, cfg.audit_trials, cfg.delta, cfg.audit_alpha,
                                  (cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size), seed + t0)
         rows.append(dict(t0=t0, eps_lb=a.eps_lb, eps_analytic=a.eps_analytic, eps_thm51=a.eps_thm51,
-                         confidence=1 - a.alpha, trials=a.num_trials, fpr=a.fpr, fnr=a.fnr))
+                         eps_max=a.eps_max, can_refute=a.can_refute, confidence=1 - a.alpha,
+                         trials=a.num_trials, calibration_trials=a.calibration_trials, fpr=a.fpr, fnr=a.fnr))
     return pd.DataFrame(rows)
 
 
@@ -381,8 +383,8 @@ def plot_audit(df: pd.DataFrame, cfg: StudyConfig) -> plt.Figure:
         ax.plot(t, epsilon_curve(sched, clip_norm=cfg.clip_norm, delta=cfg.delta, accountant=acc), label=label)
     conf, n = df.confidence.iloc[0], int(df.trials.iloc[0])
     ax.plot(df.t0, df.eps_lb.clip(lower=1e-2), "kv", label=f"empirical lower bound ({conf:.0%} confidence)")
-    cap = np.log(n / np.log(2 / (1 - conf)))  # zero errors in n trials: FPR <= ln(2/alpha)/n at best
-    ax.axhline(cap, color="grey", ls=":", label=f"the most {n:,} trials per neighbour can show")
+    ax.axhline(df.eps_max.iloc[0], color="grey", ls=":",  # zero errors in n trials: FPR <= ln(2/alpha)/n at best
+               label=f"the most {n:,} evidence trials per neighbour can show")
     ax.set(yscale="log", ylim=(1e-2, 1e5), xlim=(0, cfg.T), xlabel="t0 of the upload",
            ylabel=f"per-image eps (C={cfg.clip_norm:g}, delta={cfg.delta:g})")
     ax.legend(loc="upper right", fontsize=9)
