@@ -4,12 +4,15 @@ Models are tiny (8-channel UNet, 2 optimiser steps): these tests check plumbing,
 """
 from dataclasses import replace
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from pfdm_core.core.nets import UNetConfig
 from pfdm_core.core.train import TrainConfig
 from pfdm_core.data.small import digits_split
+from pfdm_core import attacks
 from pfdm_core.studies import privacy_study as ps
 
 TINY_TRAIN = TrainConfig(steps=2, batch_size=8, lr=1e-3)
@@ -54,7 +57,7 @@ def test_training_caches_and_a_second_call_does_not_retrain(trained):
     split, models, folder = trained
     files = sorted(folder.glob("*.pt"))
     assert [f.name for f in files] == sorted(["overfit.pt", "local.pt", "public.pt", "shared_t0300.pt",
-                                              "shared_t0693.pt", "personal_t0693.pt"])
+                                              "shared_t0693.pt", "personal_t0693.pt", "shadow.pt"])
     stamps = {f: f.stat().st_mtime_ns for f in files}
     again = ps.train_models(TINY, split, 0, folder, progress=False)
     assert {f: f.stat().st_mtime_ns for f in files} == stamps  # nothing was written again
@@ -103,10 +106,15 @@ def test_uploads_are_seeded_and_what_the_shared_model_trains_on():
 def test_tables_have_one_row_per_case(trained):
     split, models, _ = trained
     tg = ps.targets(models, TINY)
-    assert [t.kind for t in tg] == ["non-private", "local-only", "PFDM shared", "PFDM shared", "personal (if published)"]
+    controls = ["control: non-private", "control: local-only"]
+    assert [t.kind for t in tg] == ["non-private", "local-only", "PFDM shared", "PFDM shared", *controls, *controls,
+                                    "personal (if published)"]
     assert tg[2].eps_fn.t_lo == 301 and tg[-1].eps_fn.t_hi == 693  # each model only at its own steps
+    for shared, control in ((tg[2], tg[4]), (tg[3], tg[6])):  # controls: the shared model's steps, origin x_0
+        assert (control.eps_fn.t_lo, control.eps_fn.t_hi) == (shared.eps_fn.t_lo, shared.eps_fn.t_hi)
+        assert control.eps_fn.segments[0].origin == 0 and control.eps_fn.segments[0].model is models.overfit
     df, results = ps.attack_table(tg, split, TINY, progress=False)
-    assert len(df) == len(results) == 5 * 3 and df.auc.between(0, 1).all()
+    assert len(df) == len(results) == 9 * 3 and df.auc.between(0, 1).all() and (df.direction == 1).all()
     assert df[df.kind == "PFDM shared"].eps_thm51.between(9.9, 300).all()
     mdf, _ = ps.memorization_table(ps.generate_samples(models, TINY), split)
     assert mdf.n.tolist() == [10, 10, 10, 20]
@@ -139,3 +147,22 @@ def test_presets_and_bad_configs_raise_clear_errors(monkeypatch):
         ps.StudyConfig(num_members=0)
     with pytest.raises(ValueError, match="num_nonmembers <= 360"):
         ps.membership_split(ps.StudyConfig(num_nonmembers=361))
+
+
+def test_shadow_data_is_public_and_fixes_each_attacks_direction(trained):
+    """The shadow experiment uses public images only; a direction of -1 reads the scores the other way round
+    (AUC -> 1 - AUC), and is chosen from the shadow's AUC before any target is attacked."""
+    split, models, _ = trained
+    members, nonmembers = ps.shadow_split(TINY, split, 0)
+    assert len(members) == TINY.num_members and len(nonmembers) == TINY.num_nonmembers
+    for a in (members, nonmembers):
+        assert _min_distance(a.x, split.members.x) > 0 and _min_distance(a.x, split.nonmembers.x) > 0
+    assert _min_distance(members.x, nonmembers.x) > 0
+    directions = ps.attack_directions(models, split, TINY, 0)
+    assert list(directions.index) == list(attacks.ATTACKS)
+    assert (directions.direction == np.where(directions.shadow_auc >= 0.5, 1, -1)).all()
+    tg = ps.targets(models, TINY)[:1]
+    flipped = pd.DataFrame({"direction": [-1] * 3, "shadow_auc": [0.0] * 3}, index=list(attacks.ATTACKS))
+    plain, _ = ps.attack_table(tg, split, TINY, progress=False)
+    reversed_, _ = ps.attack_table(tg, split, TINY, progress=False, directions=flipped)
+    assert np.allclose(reversed_.auc, 1 - plain.auc) and (reversed_.direction == -1).all()

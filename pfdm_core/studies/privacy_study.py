@@ -141,6 +141,16 @@ def membership_split(cfg: StudyConfig, seed: int = 0) -> MembershipSplit:
     return MembershipSplit(train_set.subset(np.sort(mem)), test.subset(non), train_set.subset(np.sort(pub)))
 
 
+def shadow_split(cfg: StudyConfig, split: MembershipSplit, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """The adversary's shadow experiment, from public data only: num_members shadow members (a shadow model
+    trains on them) and up to num_nonmembers other public images as shadow non-members."""
+    perm = np.random.default_rng(seed + 1).permutation(len(split.public))
+    if len(perm) < cfg.num_members + 2:
+        raise ValueError(f"the public data ({len(perm)} images) is too small for a shadow of {cfg.num_members} members")
+    mem, non = perm[:cfg.num_members], perm[cfg.num_members:cfg.num_members + cfg.num_nonmembers]
+    return split.public.subset(np.sort(mem)), split.public.subset(np.sort(non))
+
+
 def member_uploads(cfg: StudyConfig, split: MembershipSplit, t0: int, seed: int = 0) -> Upload:
     """The members' one-time PFDM uploads at t0 (seeded: the same ones the shared model trains on)."""
     return client_upload(split.members, t0, Schedule(cfg.T), cfg.clip_norm, seed=seed * 1000 + t0, delta=cfg.delta)
@@ -155,6 +165,7 @@ class Models:
     personal_t0: int
     local: nn.Module  # (c) local-only DDPM on the members, the normal step budget
     public: nn.Module  # (d) DDPM on the public data: the reconstruction adversary
+    shadow: nn.Module | None = None  # (e) the overfit recipe on shadow members (public): fixes each attack's direction
 
 
 _TRAINED_BY = ("num_members", "clip_norm", "T", "net", "overfit", "train", "public")  # fields that change the weights
@@ -190,7 +201,9 @@ def train_models(cfg: StudyConfig, split: MembershipSplit, seed: int = 0, folder
                                       ckpt(f"shared_t0{t0}"), progress) for t0 in cfg.t0s}
     personal = client_train_personal(split.members, cfg.personal_t0, make, sched, tc(cfg.train), cfg.clip_norm,
                                      ckpt(f"personal_t0{cfg.personal_t0}"), progress)
-    return Models(overfit, shared, personal, cfg.personal_t0, local, public)
+    shadow = train_full(shadow_split(cfg, split, seed)[0], make, sched, tc(cfg.overfit), ckpt("shadow"), progress,
+                        "shadow (public)")
+    return Models(overfit, shared, personal, cfg.personal_t0, local, public, shadow)
 
 
 # ----------------------------------------------------------------------------- membership inference
@@ -205,28 +218,59 @@ class Target:
 
 
 def targets(models: Models, cfg: StudyConfig) -> list[Target]:
-    """The attacked models: (a), (b) at each t0 (its own steps only), (c), and the personal denoiser."""
+    """The attacked models: (a), (b) at each t0 (its own steps only), (c), the personal denoiser, and the controls:
+    (a) and (c) queried at the shared model's steps t0+1..T only, so that "the shared model is near chance" is
+    measured against models that were not private but are attacked where the shared model is."""
     sched, pt0 = Schedule(cfg.T), models.personal_t0
     out = [Target("non-private (overfit)", "non-private", EpsFn.of(models.overfit, sched)),
            Target("local-only", "local-only", EpsFn.of(models.local, sched))]
     out += [Target(f"PFDM shared, t0={t0}", "PFDM shared", EpsFn.shared(m, sched, t0), t0)
             for t0, m in sorted(models.shared.items())]
+    for t0 in sorted(models.shared):
+        out += [Target(f"{name}, steps > {t0} (control)", f"control: {kind}", EpsFn(sched, Segment(m, t0 + 1, cfg.T)), t0)
+                for name, kind, m in (("non-private (overfit)", "non-private", models.overfit),
+                                      ("local-only", "local-only", models.local))]
     out.append(Target(f"personal, t0={pt0} (if published)", "personal (if published)",
                       EpsFn(sched, Segment(models.personal, 1, pt0)), pt0))
     return out
 
 
+def _attack(attack: str, eps_fn: EpsFn, members: Dataset, nonmembers: Dataset, cfg: StudyConfig, seed: int,
+            sign: int = 1) -> MIAResult:
+    kw = dict(num_noise=cfg.num_noise, seed=seed) if attack == "loss" else {}
+    res = attacks.membership_inference(attack, eps_fn, members.x, nonmembers.x, members.y, nonmembers.y, **kw)
+    return res if sign == 1 else attacks.roc_metrics(-res.member, -res.nonmember)
+
+
+def attack_directions(models: Models, split: MembershipSplit, cfg: StudyConfig, seed: int = 0) -> pd.DataFrame:
+    """Each attack's score direction, fixed before any target is attacked, on public data only: the shadow model
+    (the overfit recipe on shadow members) attacked with shadow members against shadow non-members. Direction
+    +1: a lower score means "member" (as the attacks are written); -1: a higher score does."""
+    if models.shadow is None:
+        raise ValueError("models.shadow is None: train_models trains it (older Models objects have none)")
+    members, nonmembers = shadow_split(cfg, split, seed)
+    rows = []
+    for attack in attacks.ATTACKS:
+        auc = _attack(attack, EpsFn.of(models.shadow, Schedule(cfg.T)), members, nonmembers, cfg, seed).auc
+        rows.append(dict(attack=attack, shadow_auc=auc, direction=1 if auc >= 0.5 else -1))
+    return pd.DataFrame(rows).set_index("attack")
+
+
 def attack_table(targets: list[Target], split: MembershipSplit, cfg: StudyConfig, seed: int = 0,
-                 progress: bool = True) -> tuple[pd.DataFrame, dict[tuple[str, str], MIAResult]]:
-    """Every attack on every target: one row per (model, attack) with AUC and TPR at 1% / 0.1% FPR."""
+                 progress: bool = True, directions: pd.DataFrame | None = None,
+                 ) -> tuple[pd.DataFrame, dict[tuple[str, str], MIAResult]]:
+    """Every attack on every target: one row per (model, attack) with AUC and TPR at 1% / 0.1% FPR.
+
+    `directions` (`attack_directions`): each attack's scores are read in the direction fixed on public data, so
+    an AUC below 0.5 is a failure of the attack, not a signal read after the fact; None: lower = member."""
     rows, results = [], {}
-    m, n = split.members, split.nonmembers
     for tg, attack in tqdm([(tg, a) for tg in targets for a in attacks.ATTACKS], desc="attacks", disable=not progress):
-        kw = dict(num_noise=cfg.num_noise, seed=seed) if attack == "loss" else {}
-        res = attacks.membership_inference(attack, tg.eps_fn, m.x, n.x, m.y, n.y, **kw)
+        sign = 1 if directions is None else int(directions.loc[attack, "direction"])
+        res = _attack(attack, tg.eps_fn, split.members, split.nonmembers, cfg, seed, sign)
         results[tg.name, attack] = res
         eps = epsilon(tg.t0, Schedule(cfg.T), cfg.clip_norm, cfg.delta) if tg.kind == "PFDM shared" else np.inf
-        rows.append(dict(model=tg.name, kind=tg.kind, t0=tg.t0, eps_thm51=eps, attack=attack, **res.summary()))
+        rows.append(dict(model=tg.name, kind=tg.kind, t0=tg.t0, eps_thm51=eps, attack=attack, direction=sign,
+                         **res.summary()))
     return pd.DataFrame(rows), results
 
 
@@ -392,6 +436,7 @@ def plot_audit(df: pd.DataFrame, cfg: StudyConfig) -> plt.Figure:
 
 
 __all__ = ["PAPER_AUC", "StudyConfig", "STUDY_PRESETS", "study_config", "MembershipSplit", "membership_split", "member_uploads", "Models",
+           "shadow_split", "attack_directions",
            "study_folder", "check_study_folder", "train_models", "Target", "targets", "attack_table", "plot_rocs",
            "plot_vs_t0", "generate_samples", "memorization_table", "plot_memorization", "reconstruction_table",
            "plot_reconstructions", "audit_table", "plot_audit"]
