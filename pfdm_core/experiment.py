@@ -102,7 +102,7 @@ class FedAvgConfig:
     """FedAvg and Phoenix: rounds x (steps // rounds) local steps = the same budget; clients per round."""
     rounds: int = 8
     fraction: float = 0.5  # half of the clients per round: keeps the CPU budget
-    filter_reference: int = 500  # Phoenix's filter: images of the public pool (split.train) scoring it
+    filter_reference: int = 500  # Phoenix's filter: public images (split.public, held by no client) scoring it
 
     def __post_init__(self) -> None:
         _check_number("fedavg_rounds", self.rounds, 1, None, integer=True)
@@ -138,7 +138,8 @@ class EvalConfig:
     classifier_train_size: int = 0  # 0: the whole train pool
 
     def __post_init__(self) -> None:  # `client` is checked against the split by ExperimentConfig
-        for name, lo in (("ddim_steps", 1), ("n_per_class", 1), ("classifier_epochs", 1), ("classifier_train_size", 0)):
+        # n_per_class >= 3: the class-stratified KID and its jackknife need 3 samples of every class
+        for name, lo in (("ddim_steps", 1), ("n_per_class", 3), ("classifier_epochs", 1), ("classifier_train_size", 0)):
             _check_number(name, getattr(self, name), lo, None, integer=True)
 
 
@@ -305,6 +306,7 @@ class Split:
     clients: list[Dataset]
     test: Dataset  # held-out real images: the metric's reference
     train: Dataset  # the metric classifier's training images (digits: the whole train split)
+    public: Dataset | None = None  # training images that no client holds: Phoenix's shared set G and filter reference
 
 
 def make_split(cfg: ExperimentConfig, seed: int) -> Split:
@@ -321,6 +323,7 @@ def make_split(cfg: ExperimentConfig, seed: int) -> Split:
         parts = [chosen[p].numpy() for p in index_partition(y, cfg.split.partition, cfg.split.num_clients, seed,
                                                             cfg.split.dirichlet_alpha)]
     clients = [train_set.subset(p) for p in parts]
+    public = train_set.subset(np.setdiff1d(np.arange(len(train_set)), np.concatenate(parts)))
     n = cfg.eval.classifier_train_size or len(train_set)
     pool = train_set.subset(torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[:n])
     if cfg.data == "cmnist":
@@ -330,11 +333,14 @@ def make_split(cfg: ExperimentConfig, seed: int) -> Split:
         half = len(pool) // 2
         pool = union([datasets.colorize_cluster(pool.subset(range(half)), 0, seed * 1000 + 998),
                       datasets.colorize_cluster(pool.subset(range(half, len(pool))), 1, seed * 1000 + 997)])
+        half = len(public) // 2
+        public = union([datasets.colorize_cluster(public.subset(range(half)), 0, seed * 1000 + 996),
+                        datasets.colorize_cluster(public.subset(range(half, len(public))), 1, seed * 1000 + 995)])
     shape = (cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size)
     if tuple(test_set.x.shape[1:]) != shape:
         raise ValueError(f"data {cfg.data!r} has images {tuple(test_set.x.shape[1:])} but the net expects {shape}; "
                          "set net.in_channels / net.image_size to match")
-    return Split(clients, test_set, pool)
+    return Split(clients, test_set, pool, public)
 
 
 def metric_classifier(cfg: ExperimentConfig, split: Split, seed: int) -> metrics.Classifier:
@@ -373,17 +379,19 @@ def model_factory(cfg: ExperimentConfig, seed: int):
 def context(cfg: ExperimentConfig, split: Split, seed: int, t0: int | None, folder: Path,
             progress: bool = True) -> registry.Context:
     """What every method of `registry.METHODS` needs for one (seed, t0) run of this config."""
-    def score():  # Phoenix's filter: precision against public images (split.train), never the test reference
+    public = split.public if split.public is not None else split.train  # (a Split built by hand may lack it)
+
+    def score():  # Phoenix's filter: precision against public images no client holds, never the test reference
         clf = metric_classifier(cfg, split, seed)
-        ref = split.train.x[torch.randperm(len(split.train), generator=torch.Generator().manual_seed(seed))
-                            [:cfg.fedavg.filter_reference]]
+        ref = public.x[torch.randperm(len(public), generator=torch.Generator().manual_seed(seed))
+                       [:cfg.fedavg.filter_reference]]
         return metrics.knn_precision_score(ref, lambda x: metrics.embed(clf, x))
 
     return registry.Context(
         clients=split.clients, client=cfg.eval.client, make_model=model_factory(cfg, seed), sched=Schedule(cfg.T),
         train=replace(cfg.train, seed=seed, checkpoint_every=max(1, cfg.train.steps // 4)), folder=Path(folder),
         seed=seed, t0=t0, clip_norm=cfg.privacy.clip_norm, delta=cfg.privacy.delta,
-        fedavg=PhoenixConfig(cfg.fedavg.rounds, cfg.fedavg.fraction), dp=cfg.dp_config(), pool=split.train,
+        fedavg=PhoenixConfig(cfg.fedavg.rounds, cfg.fedavg.fraction), dp=cfg.dp_config(), pool=public,
         score=score, progress=progress)
 
 

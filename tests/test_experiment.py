@@ -343,7 +343,8 @@ def test_folder_written_before_a_new_field_is_still_reused(smoke_run, tmp_path):
     ("clip_norm", float("nan"), r"clip_norm must be a finite number in \(0, 1e\+06\], got nan"),
     ("clip_norm", 1e200, r"clip_norm must be a finite number in \(0, 1e\+06\]"),
     ("num_clients", 0, r"num_clients must be an integer in \[2, ∞\), got 0"),
-    ("n_per_class", 0, r"n_per_class must be an integer in \[1, ∞\)"),
+    ("n_per_class", 0, r"n_per_class must be an integer in \[3, ∞\)"),
+    ("n_per_class", 2, r"n_per_class must be an integer in \[3, ∞\)"),
     ("delta", 1.0, r"delta must be in the open interval \(0, 1\), got 1.0"),
     ("ddim_steps", 2.5, r"ddim_steps must be an integer"),
 ])
@@ -362,3 +363,22 @@ def test_bad_methods_or_seeds_write_nothing(monkeypatch, tmp_path, methods, seed
     with pytest.raises(ValueError, match=msg):
         run(tiny(), methods=methods, seeds=seeds, out=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("partition", ["cluster", "iid"])
+def test_phoenix_shared_set_and_filter_reference_are_images_no_client_holds(partition, tmp_path):
+    """Phoenix's G (data sharing) and its filter's reference come from public data: training images that no
+    client holds (the metric classifier's pool, split.train, overlaps the clients' images)."""
+    from pfdm_core.data.small import digits_split
+    from pfdm_core.methods.fedavg import share_global_subset
+
+    cfg = tiny(partition=partition)
+    split = experiment.make_split(cfg, 0)
+    held = torch.cat([c.x for c in split.clients]).flatten(1)
+    assert len(split.public) + len(held) == len(digits_split(0)[0])
+    assert torch.cdist(split.public.x.flatten(1), held).min() > 0  # digits has no duplicate images
+    assert torch.cdist(split.train.x.flatten(1), held).min() == 0  # the classifier's pool is not public
+    ctx = experiment.context(cfg, split, 0, None, tmp_path)
+    assert ctx.pool is split.public
+    shared, G = share_global_subset(split.clients, 0.05, 0.5, 0, ctx.pool)
+    assert torch.cdist(G.x.flatten(1), held).min() > 0
