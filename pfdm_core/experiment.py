@@ -466,8 +466,13 @@ def run(cfg: ExperimentConfig, methods: Sequence[str] = registry.TABLE1, seeds: 
         train_s = time.perf_counter() - start
         y = torch.arange(K).repeat_interleave(cfg.eval.n_per_class)
         fake = sample_method(method, models, cfg, y, t0, seed)
-        summary, per_class = evaluate_client(clf, fake, y, split.test, majority, extra_metrics(cfg), ref,
-                                             inception_net, pca)
+        conditional = registry.get(method).conditional
+        if not conditional:  # an unconditional model's samples: labelled by the metric classifier (mode coverage)
+            with torch.no_grad():
+                y_eval = clf(fake).argmax(1)
+            extra["class_counts"] = " ".join(map(str, torch.bincount(y_eval, minlength=K).tolist()))
+        summary, per_class = evaluate_client(clf, fake, y if conditional else y_eval, split.test, majority,
+                                             extra_metrics(cfg), ref, inception_net, pca, conditional)
         info = {"seed": seed, "method": method, "t0": t0,
                 "eps_thm51": eps_of(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta) if t0 else None,
                 "eps_analytic": eps_of(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta, "analytic") if t0 else None,

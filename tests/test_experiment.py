@@ -382,3 +382,21 @@ def test_phoenix_shared_set_and_filter_reference_are_images_no_client_holds(part
     assert ctx.pool is split.public
     shared, G = share_global_subset(split.clients, 0.05, 0.5, 0, ctx.pool)
     assert torch.cdist(G.x.flatten(1), held).min() > 0
+
+
+def test_unconditional_phoenix_is_judged_by_the_classifier(tmp_path, monkeypatch):
+    """Phoenix as published (unconditional): its samples are labelled by the metric classifier, the class
+    histogram is reported (mode coverage), accuracy is undefined, and the headline group scores are computed."""
+    monkeypatch.setenv("PFDM_RUNS", str(tmp_path))
+    cfg = tiny(t0s=(693,))
+    df = run(cfg, methods=("phoenix_uncond",), seeds=(0,), out=tmp_path / "u", progress=False)
+    row = df.iloc[0]
+    counts = [int(c) for c in row["class_counts"].split()]
+    assert len(counts) == 10 and sum(counts) == 10 * cfg.eval.n_per_class
+    assert all(np.isnan(row[f"accuracy_{g}"]) for g in ("major", "minor", "avg"))
+    pc = pd.read_csv(tmp_path / "u" / "results_per_class.csv")
+    assert pc.n_samples.tolist() == counts
+    assert pc[pc.n_samples < 3].fid.isna().all()
+    groups = {"major": sum(counts[:5]), "minor": sum(counts[5:])}
+    for g, n in groups.items():
+        assert np.isfinite(row[f"gfid_{g}"]) == (n >= 3)

@@ -278,3 +278,30 @@ def test_all_strategies_run_with_a_real_unet():
         assert len(res.history) == 2 and not res.model.training, name
         out = res.client_model(0)(torch.zeros(2, 1, 8, 8), torch.tensor([5, 500]), torch.tensor([0, 1]))
         assert out.shape == (2, 1, 8, 8) and torch.isfinite(out).all()
+
+
+# ----------------------------------------------------------------------------- unconditional (as published)
+def test_unconditional_phoenix_trains_and_filters_with_the_null_label_only(monkeypatch):
+    """Phoenix as published learns p(x): every label it trains on, and every label of its filter's samples, is
+    the network's null label; the class-balanced sharing of G still uses the true labels first."""
+    seen, generated = [], []
+
+    def fake_train(model, sched, x, y, *args, **kwargs):
+        seen.append(y.clone())
+
+    def fake_generate(model, sched, y, shape, *args, **kwargs):
+        generated.append(y.clone())
+        return torch.zeros(shape)
+
+    monkeypatch.setattr(phoenix, "train", fake_train)
+    monkeypatch.setattr(phoenix, "generate", fake_generate)
+    make = lambda: UNet(UNetConfig(image_size=8, base_channels=8, channel_mults=(1,), num_res_blocks=1))  # noqa: E731
+    clients = [_data(20), _data(20, seed=1)]
+    ph = PhoenixConfig(rounds=2, beta=0.5, alpha=1.0, filter_k=5, unconditional=True)
+    train_phoenix(clients, make, S, TrainConfig(steps=2), ph, lambda x, y: 0.0, pool=_data(40, seed=2), progress=False)
+    assert phoenix.null_label(make()) == 10 and len(seen) == 4 and len(generated) == 4
+    assert all((y == 10).all() for y in seen + generated)
+    assert all(len(y) == 20 + 20 for y in seen)  # each client got all of G (alpha = 1): 20 images of 10 classes
+    seen.clear()
+    train_phoenix(clients, make, S, TrainConfig(steps=2), PhoenixConfig(rounds=1), progress=False)
+    assert (seen[0] == torch.arange(20) % 10).all()  # the conditional variant keeps the labels

@@ -17,21 +17,27 @@ from pfdm_core.evaluation import metrics
 def evaluate_client(clf: metrics.Classifier, fake: torch.Tensor, fake_y: torch.Tensor, test: Dataset,
                     majority: Sequence[int], extras: dict[str, Callable[[torch.Tensor], float]] | None = None,
                     test_features: np.ndarray | None = None, inception_net: nn.Module | None = None,
-                    pca: metrics.FeaturePCA | None = None) -> tuple[dict, list[dict]]:
+                    pca: metrics.FeaturePCA | None = None, conditional: bool = True) -> tuple[dict, list[dict]]:
     """Per-class metrics of samples (fake, fake_y) against the test images of each class, and with `pca` the
     headline group scores "gfid_major", "gfid_minor", "gkid_*", "gkid_se_*" (`metrics.group_scores`).
 
     `extras` {name: f(fake_c) -> float} adds columns (e.g. Colorized MNIST's colour match);
     `test_features` = metrics.embed(clf, test.x), computed once when many runs share a reference;
     `inception_net` (`inception.InceptionFeatures`) adds the standard Inception FID, "fid_inception";
-    `pca` = `experiment.metric_pca(clf, split)`, fitted on training images (never on the reference)."""
+    `pca` = `experiment.metric_pca(clf, split)`, fitted on training images (never on the reference);
+    `conditional=False`: the samples of an unconditional model, fake_y the classifier's labels: the group KID
+    is then the i.i.d. one (the samples are i.i.d. draws; their class counts are part of what is measured),
+    accuracy is not defined (NaN), and a class with fewer than 3 samples gets NaN metrics."""
     extras = extras or {}
     feats = metrics.embed(clf, test.x) if test_features is None else test_features
     rows = []
     for c in range(int(test.y.max()) + 1):
         real_c, fake_c = test.x[test.y == c], fake[fake_y == c]
-        row = {"class": c, "group": "majority" if c in majority else "minority",
-               **metrics.evaluate(clf, real_c, fake_c, fake_y[fake_y == c], real_features=feats[(test.y == c).numpy()])}
+        row = {"class": c, "group": "majority" if c in majority else "minority", "n_samples": len(fake_c),
+               "fid": np.nan, "kid": np.nan, "precision": np.nan, "recall": np.nan, "accuracy": np.nan}
+        if len(fake_c) >= 3:
+            row.update(metrics.evaluate(clf, real_c, fake_c, fake_y[fake_y == c] if conditional else None,
+                                        real_features=feats[(test.y == c).numpy()]))
         if inception_net is not None:
             from pfdm_core.evaluation.inception import inception_fid
 
@@ -44,8 +50,9 @@ def evaluate_client(clf: metrics.Classifier, fake: torch.Tensor, fake_y: torch.T
         minority = [c for c in range(int(test.y.max()) + 1) if c not in majority]
         for group, classes in (("major", list(majority)), ("minor", minority)):
             real_mask, fake_mask = np.isin(test.y.numpy(), classes), np.isin(fake_y.numpy(), classes)
-            scores = metrics.group_scores(feats[real_mask], fake_feats[fake_mask], pca,
-                                          test.y.numpy()[real_mask], fake_y.numpy()[fake_mask])
+            labels = (test.y.numpy()[real_mask], fake_y.numpy()[fake_mask]) if conditional else (None, None)
+            scores = (metrics.group_scores(feats[real_mask], fake_feats[fake_mask], pca, *labels)
+                      if fake_mask.sum() >= 3 else dict.fromkeys(("gfid", "gkid", "gkid_se"), np.nan))
             for key, value in scores.items():
                 summary[f"{key}_{group}"] = value
     keys = ["fid", "kid", "precision", "recall", "accuracy", *extras] + (["fid_inception"] if inception_net is not None else [])

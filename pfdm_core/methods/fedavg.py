@@ -16,6 +16,10 @@
   a client flagged in `filter_k` of its participating rounds in a row is disconnected, and its
   update of that round is dropped. Without a threshold someone is flagged every round, so long
   runs keep disconnecting until a single client is left: set the threshold for long runs.
+* Unconditional (`unconditional=True`): Phoenix as published trains an unconditional DDPM; every label is
+  replaced by the network's null label, in training, in the filter's samples and in sampling, and the class
+  histogram of its samples (judged by a classifier) measures mode coverage. Without it the loop trains the
+  class-conditional variant that the other methods of this repository share (labelled as such in the tables).
 The partitions (IID, Dirichlet, two clusters) are in `data.partition`.
 """
 from __future__ import annotations
@@ -110,6 +114,7 @@ class PhoenixConfig:
     filter_threshold: float = float("inf")  # flag the worst only if its score is below this
     filter_samples: int = 20  # samples each client generates per round for its score
     filter_ddim_steps: int = 10
+    unconditional: bool = False  # Phoenix as published: an unconditional DDPM (every label the null label)
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or not 0 < self.client_fraction <= 1:
@@ -126,7 +131,14 @@ STRATEGIES = {  # the Phoenix family, ready to compare (DESIGN.md 4); "head" = t
     "sharing": PhoenixConfig(beta=0.05, alpha=0.5),
     "personal": PhoenixConfig(personal_layers=("head",)),
     "personal_filter": PhoenixConfig(personal_layers=("head",), filter_k=3),  # Phoenix's second strategy
+    "unconditional": PhoenixConfig(unconditional=True),  # Phoenix's default diffusion FL, as published
+    "unconditional_sharing": PhoenixConfig(beta=0.05, alpha=0.5, unconditional=True),  # its data sharing
 }
+
+
+def null_label(model: nn.Module) -> int:
+    """The label a conditional network reads as "no label" (`core.nets`: num_classes)."""
+    return int(model.embed.num_classes)
 
 
 @dataclass
@@ -164,6 +176,8 @@ def train_phoenix(datasets: Sequence[Dataset], make_model: ModelFactory, sched: 
     M = len(datasets)
     num_classes = int(max(d.y.max() for d in datasets)) + 1
     model = make_model()
+    if ph.unconditional:  # every label the null label: the network learns p(x), not p(x | y)
+        datasets = [Dataset(d.x, torch.full_like(d.y, null_label(model))) for d in datasets]
     mine = personal_keys(list(model.state_dict()), ph.personal_layers)
     personal = [{k: v.clone() for k, v in model.state_dict().items() if k in mine} for _ in range(M)]
     streak, disconnected, history = [0] * M, [], []
@@ -191,7 +205,8 @@ def train_phoenix(datasets: Sequence[Dataset], make_model: ModelFactory, sched: 
             sizes.append(len(datasets[k]))
             personal[k] = {key: states[-1][key].clone() for key in mine}
             if ph.filter_k:
-                y = torch.arange(ph.filter_samples) % num_classes
+                y = (torch.full((ph.filter_samples,), null_label(model)) if ph.unconditional
+                     else torch.arange(ph.filter_samples) % num_classes)
                 x = generate(local, sched, y, (ph.filter_samples, *datasets[k].x.shape[1:]), "ddim",
                              ph.filter_ddim_steps, seed=config.seed + 1000 * r + k)
                 scores[k] = float(score_fn(x, y))
@@ -219,5 +234,5 @@ def train_fedavg(datasets: Sequence[Dataset], make_model: ModelFactory, sched: S
                          checkpoint=checkpoint, progress=progress).model
 
 
-__all__ = ["STRATEGIES", "PhoenixConfig", "PhoenixResult", "ScoreFn", "fedavg_client_config", "personal_keys",
+__all__ = ["STRATEGIES", "PhoenixConfig", "PhoenixResult", "ScoreFn", "fedavg_client_config", "null_label", "personal_keys",
            "share_global_subset", "train_fedavg", "train_phoenix", "weighted_average"]

@@ -22,7 +22,7 @@ from pfdm_core.core.schedule import Schedule
 from pfdm_core.core.train import TrainConfig
 from pfdm_core.data.small import Dataset, union
 from pfdm_core.methods.ddpm import train_full
-from pfdm_core.methods.fedavg import STRATEGIES, PhoenixConfig, ScoreFn, train_phoenix
+from pfdm_core.methods.fedavg import STRATEGIES, PhoenixConfig, ScoreFn, null_label, train_phoenix
 from pfdm_core.methods.pfdm import client_train_personal, client_upload, pfdm_sample
 from pfdm_core.methods.server import ModelFactory, server_train_shared
 from pfdm_core.privacy.dpsgd import DPConfig, train_dpsgd
@@ -57,12 +57,20 @@ class Method:
     train: Callable[[Context], Models]
     uses_t0: bool = False  # one run per t0
     sample: Callable[..., torch.Tensor] | None = None  # default: one full-chain model, `sample_full`
+    conditional: bool = True  # False: samples carry no label (the evaluation labels them with a classifier)
 
 
 def sample_full(models: Models, sched: Schedule, y: torch.Tensor, shape: tuple[int, ...], num_steps: int, seed: int,
                 t0: int | None = None) -> torch.Tensor:
     """DDIM samples of the method's one full-chain model."""
     return generate(models["model"], sched, y, shape, "ddim", num_steps, seed=seed)
+
+
+def sample_unconditional(models: Models, sched: Schedule, y: torch.Tensor, shape: tuple[int, ...], num_steps: int,
+                         seed: int, t0: int | None = None) -> torch.Tensor:
+    """len(y) DDIM samples of an unconditional model (the null label; y only sets how many)."""
+    model = models["model"]
+    return generate(model, sched, torch.full_like(y, null_label(model)), shape, "ddim", num_steps, seed=seed)
 
 
 def sample_pfdm(models: Models, sched: Schedule, y: torch.Tensor, shape: tuple[int, ...], num_steps: int, seed: int,
@@ -123,6 +131,11 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("phoenix_sharing", _fedavg_family("phoenix_sharing", "sharing")),
     Method("phoenix_personal", _fedavg_family("phoenix_personal", "personal")),
     Method("phoenix_filter", _fedavg_family("phoenix_filter", "personal_filter")),
+    # Phoenix as published: unconditional DDPMs (the three above are its class-conditional variants)
+    Method("phoenix_uncond", _fedavg_family("phoenix_uncond", "unconditional"), sample=sample_unconditional,
+           conditional=False),
+    Method("phoenix_uncond_sharing", _fedavg_family("phoenix_uncond_sharing", "unconditional_sharing"),
+           sample=sample_unconditional, conditional=False),
 ]}
 TABLE1 = ("pfdm", "local", "central", "fedavg")  # the paper's Table 1
 
