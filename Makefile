@@ -12,6 +12,8 @@ STAMP  := $(VENV)/.installed
 RUN_DIR ?= runs/default
 PRESET ?= cpu
 export PYTHONHASHSEED := 0
+# the tested torch (pyproject.toml asks for a range, so that a Colab install keeps Colab's torch)
+PINS   := "torch==2.14.1" "torchvision==0.29.1"
 
 .PHONY: install run rerun frontier test unit nbtest clean bench e2e
 
@@ -21,7 +23,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 2; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev]" $(PINS)
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (pfdm)" >/dev/null
 	touch $(STAMP)
 

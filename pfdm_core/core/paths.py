@@ -2,12 +2,14 @@
 
     PFDM_DATA       a data root, tried first (then ./data and ../shared/data, from the working
                     directory and from the repository root)
-    PFDM_RUNS       checkpoints, results and caches (default: runs/ at the repository root)
-    PFDM_FIGURES    figures (default: figures/; `make test` points it to runs/smoke/figures)
+    PFDM_RUNS       checkpoints, results and caches (default: runs/ in `home()`)
+    PFDM_FIGURES    figures (default: figures/ in `home()`; `make test` points it to runs/smoke/figures)
     PFDM_INCEPTION  the FID Inception weights file (no default: the classifier FID is used)
     PFDM_PRESET     overrides every notebook's preset (read by `core.presets`)
 
-An empty value counts as unset. No other module reads the environment for a path.
+An empty value counts as unset. No other module reads the environment for a path. `home()` is the
+repository root in a checkout (an editable install), else the working directory: a wheel installed on
+Colab or in a virtualenv writes runs/ and figures/ beside the notebook, never into site-packages.
 """
 from __future__ import annotations
 
@@ -23,9 +25,20 @@ def env(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
+def is_checkout(root: Path | None = None) -> bool:
+    """`root` (default: where the package lives) is a checkout of the repository, not site-packages."""
+    root = REPO_ROOT if root is None else root
+    return (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir()
+
+
+def home() -> Path:
+    """The default parent of runs/ and figures/: the repository root of a checkout, else the working directory."""
+    return REPO_ROOT if is_checkout() else Path.cwd()
+
+
 def runs_dir() -> Path:
-    """$PFDM_RUNS, else runs/ at the repository root."""
-    return Path(env(RUNS) or REPO_ROOT / "runs")
+    """$PFDM_RUNS, else runs/ in `home()`."""
+    return Path(env(RUNS) or home() / "runs")
 
 
 def cache_dir() -> Path:
@@ -34,8 +47,8 @@ def cache_dir() -> Path:
 
 
 def figures_dir() -> Path:
-    """$PFDM_FIGURES, else figures/ at the repository root (created)."""
-    d = Path(env(FIGURES) or REPO_ROOT / "figures")
+    """$PFDM_FIGURES, else figures/ in `home()` (created)."""
+    d = Path(env(FIGURES) or home() / "figures")
     d.mkdir(parents=True, exist_ok=True)
     return d
 
