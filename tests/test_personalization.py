@@ -1,5 +1,6 @@
 """The personalization study (pfdm_core.personalization): training never reads the test reference,
 recipes train and select, shifts augment, the study runs end to end and reports the gap closed."""
+import numpy as np
 import pytest
 import torch
 
@@ -32,8 +33,9 @@ def test_training_and_selection_never_read_the_test_reference(tmp_path):
     ss = pz.make_study_split(cfg, seed=0)
     ss.test = Forbidden()
     r = pz.Recipe(budget=2, select=True)  # 8 steps, validated every 4 // 8 -> 1 step
-    model, used = pz.train_client_model(cfg, ss.clients[0], ss.vals[0], 400, r, 0, tmp_path / "p.pt", progress=False)
-    assert 1 <= used <= 8 and not model.training
+    model, used, vloss = pz.train_client_model(cfg, ss.clients[0], ss.vals[0], 400, r, 0, tmp_path / "p.pt",
+                                               progress=False)
+    assert 1 <= used <= 8 and not model.training and vloss > 0
     pz.train_central(cfg, ss, r, 0, tmp_path, progress=False)
     pz.train_shared(cfg, ss, 400, 0, tmp_path, progress=False)
     with pytest.raises(AssertionError, match="test reference"):  # the sentinel works: evaluation does read it
@@ -80,26 +82,31 @@ def test_early_stopping_stops_and_a_rerun_does_not_train(tmp_path, monkeypatch):
         assert torch.equal(a, b)
 
 
-def test_run_study_end_to_end_and_gap_closed(tmp_path, monkeypatch):
+def test_run_study_end_to_end_tuned_and_gap_closed(tmp_path, monkeypatch):
+    """Equal tuning: by default every method trains every recipe; `tuned` keeps, per method, seed and t0, the
+    recipe of lowest validation loss on the method's own hold-out; the gap is measured between tuned methods."""
     monkeypatch.setenv("PFDM_RUNS", str(tmp_path / "runs"))
     cfg = tiny()
     df = pz.run_study(cfg, seeds=[0, 1], t0s=[400], recipes=["paper", "selected"], out=tmp_path / "study",
-                      local_recipes=["selected"], progress=False)
-    assert set(zip(df.method, df.recipe)) == {("local", "selected"), ("central", "selected"), ("pfdm", "paper"),
-                                              ("pfdm", "selected")}
-    assert len(df) == 8 and df.fid_minor.notna().all()
+                      progress=False)
+    assert set(zip(df.method, df.recipe)) == {(m, r) for m in ("local", "central", "pfdm") for r in ("paper", "selected")}
+    assert len(df) == 12 and df.fid_minor.notna().all() and (df.validation_loss > 0).all()
     assert (tmp_path / "study" / "study.csv").exists() and (tmp_path / "study" / "study_samples.pt").exists()
+    t = pz.tuned(df)
+    assert len(t) == 6 and (t.tuned_from == 2).all()
+    for _, row in t.iterrows():
+        same = df[(df.seed == row.seed) & (df.method == row.method)]
+        assert row.validation_loss == same.validation_loss.min() and row.recipe in set(same.recipe)
     gap = pz.gap_closed(df)
     assert len(gap) == 2 and (gap.seeds == 2).all()
-    row = df[(df.method == "pfdm") & (df.recipe == "paper") & (df.seed == 0)].fid_minor.item()
-    loc = df[(df.method == "local") & (df.seed == 0)].fid_minor.item()
-    cen = df[(df.method == "central") & (df.seed == 0)].fid_minor.item()
-    g0 = (loc - row) / (loc - cen)  # per seed, then the mean over seeds
-    g1 = [(df[(df.method == m) & (df.seed == 1)] if m != "pfdm" else
-           df[(df.method == "pfdm") & (df.recipe == "paper") & (df.seed == 1)]).fid_minor.item()
-          for m in ("local", "central", "pfdm")]
-    expected = (g0 + (g1[0] - g1[2]) / (g1[0] - g1[1])) / 2
-    assert gap[gap.recipe == "paper"].gap_closed_mean.item() == pytest.approx(expected)
+    by = lambda d, m, s: d[(d.method == m) & (d.seed == s)].fid_minor.item()  # noqa: E731
+    per_seed = [(by(t, "local", s) - df[(df.method == "pfdm") & (df.recipe == "paper") & (df.seed == s)].fid_minor.item())
+                / (by(t, "local", s) - by(t, "central", s)) for s in (0, 1)]
+    assert gap[gap.recipe == "paper"].gap_closed_mean.item() == pytest.approx(np.mean(per_seed))
+    fixed = pz.gap_closed(df, local="paper")  # a named local-only recipe against the tuned centralized model
+    assert not np.allclose(fixed.gap_closed_mean, gap.gap_closed_mean) or (t[t.method == "local"].recipe == "paper").all()
+    with pytest.raises(ValueError, match="no local-only rows of recipe 'nope'"):
+        pz.gap_closed(df, local="nope")
     vt = pz.validation_table(cfg, tmp_path / "study", 0, 400, ["paper", "selected"])
     assert list(vt.columns) == ["recipe", "validation_loss", "steps_used"] and vt.validation_loss.is_monotonic_increasing
     assert set(vt.recipe) == {"paper", "selected"} and vt[vt.recipe == "paper"].steps_used.item() == cfg.train.steps

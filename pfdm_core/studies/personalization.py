@@ -120,9 +120,9 @@ def _config(cfg: ExperimentConfig, recipe: Recipe, seed: int) -> TrainConfig:
 
 
 def train_client_model(cfg: ExperimentConfig, data: Dataset, val: Dataset, t_hi: int, recipe: Recipe, seed: int,
-                       path: Path, progress: bool = True) -> tuple[nn.Module, int]:
+                       path: Path, progress: bool = True) -> tuple[nn.Module, int, float]:
     """A client model on steps 1..t_hi (t_hi = T: local-only; t0: PFDM's personal denoiser), trained by
-    `recipe` on `data`, selected on `val`. Returns (model, steps used)."""
+    `recipe` on `data`, selected on `val`. Returns (model, steps used, its validation loss)."""
     sched = Schedule(cfg.T)
     # the personal denoiser sees the data clipped as uploaded
     train_set = Dataset(clip(data.x, cfg.privacy.clip_norm) if t_hi < cfg.T else data.x, data.y)
@@ -133,7 +133,7 @@ def train_client_model(cfg: ExperimentConfig, data: Dataset, val: Dataset, t_hi:
     res = train_selected(_model(cfg, recipe, seed), sched, train_set.x, train_set.y, 1, t_hi, vl, config=tc,
                          every=max(1, cfg.train.steps // 8) if recipe.select else tc.steps,
                          patience=recipe.patience if recipe.select else 0, checkpoint=path, progress=progress, desc=f"{path.stem}")
-    return res.model, res.best_step
+    return res.model, res.best_step, min((loss for _, loss in res.curve), default=float("nan"))
 
 
 def train_shared(cfg: ExperimentConfig, ss: StudySplit, t0: int, seed: int, folder: Path,
@@ -148,7 +148,7 @@ def train_shared(cfg: ExperimentConfig, ss: StudySplit, t0: int, seed: int, fold
 
 
 def train_central(cfg: ExperimentConfig, ss: StudySplit, recipe: Recipe, seed: int, folder: Path,
-                  progress: bool = True) -> tuple[nn.Module, int]:
+                  progress: bool = True) -> tuple[nn.Module, int, float]:
     """Centralized (raw data, no privacy), selected on the pooled hold-outs."""
     return train_client_model(cfg, union(ss.clients), union(ss.vals), cfg.T, recipe, seed,
                               folder / f"central_{_slug(recipe)}.pt", progress)
@@ -173,12 +173,16 @@ def evaluate(cfg: ExperimentConfig, ss: StudySplit, clf: metrics.Classifier, fak
 
 
 def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], recipes: Sequence[str],
-              out: Path, local_recipes: Sequence[str] = ("paper", "selected"), central_recipe: str = "selected",
+              out: Path, local_recipes: Sequence[str] | None = None, central_recipes: Sequence[str] | None = None,
               progress: bool = True, val_fraction: float = 0.2, name: str = "study") -> pd.DataFrame:
-    """Every (seed, t0, personal recipe) of PFDM, local-only per local recipe, centralized; one row each.
-    Models are checkpointed under out/seed<s>/ and reused by reruns; the rows go to out/<name>.csv and
-    the samples to out/<name>_samples.pt, keyed (seed, method, recipe, t0)."""
-    unknown = [r for r in (*recipes, *local_recipes, central_recipe) if r not in RECIPES]
+    """Every (seed, t0, personal recipe) of PFDM, local-only per local recipe, centralized per central recipe;
+    one row each, with the model's validation loss. By default every method gets the same recipe search
+    (`recipes`), so that `tuned` can pick each method's recipe by the same rule. Models are checkpointed under
+    out/seed<s>/ and reused by reruns; the rows go to out/<name>.csv and the samples to out/<name>_samples.pt,
+    keyed (seed, method, recipe, t0)."""
+    local_recipes = list(recipes) if local_recipes is None else list(local_recipes)
+    central_recipes = list(recipes) if central_recipes is None else list(central_recipes)
+    unknown = [r for r in (*recipes, *local_recipes, *central_recipes) if r not in RECIPES]
     if unknown:
         raise ValueError(f"unknown recipe(s) {unknown}; allowed: {list(RECIPES)}")
     sched, K = Schedule(cfg.T), cfg.net.num_classes
@@ -193,17 +197,20 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
         models: list[tuple[dict, nn.Module | tuple]] = []
         for rname in local_recipes:
             r = RECIPES[rname]
-            m, used = train_client_model(cfg, me, val, cfg.T, r, seed, folder / f"local_{_slug(r)}.pt", progress)
-            models.append(({"method": "local", "recipe": rname, "t0": None, "steps_used": used}, m))
-        m, used = train_central(cfg, ss, RECIPES[central_recipe], seed, folder, progress)
-        models.append(({"method": "central", "recipe": central_recipe, "t0": None, "steps_used": used}, m))
+            m, used, vloss = train_client_model(cfg, me, val, cfg.T, r, seed, folder / f"local_{_slug(r)}.pt", progress)
+            models.append(({"method": "local", "recipe": rname, "t0": None, "steps_used": used,
+                            "validation_loss": vloss}, m))
+        for rname in central_recipes:
+            m, used, vloss = train_central(cfg, ss, RECIPES[rname], seed, folder, progress)
+            models.append(({"method": "central", "recipe": rname, "t0": None, "steps_used": used,
+                            "validation_loss": vloss}, m))
         for t0 in t0s:
             shared = train_shared(cfg, ss, t0, seed, folder, progress)
             for rname in recipes:
                 r = RECIPES[rname]
-                p, used = train_client_model(cfg, me, val, t0, r, seed, folder / f"{_personal_name(cfg, t0, rname)}.pt",
-                                             progress)
-                models.append(({"method": "pfdm", "recipe": rname, "t0": t0, "steps_used": used,
+                p, used, vloss = train_client_model(cfg, me, val, t0, r, seed,
+                                                    folder / f"{_personal_name(cfg, t0, rname)}.pt", progress)
+                models.append(({"method": "pfdm", "recipe": rname, "t0": t0, "steps_used": used, "validation_loss": vloss,
                                 "eps_analytic": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta, "analytic"),
                                 "eps_thm51": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta)}, (shared, p, r.guidance)))
         # evaluation: the only place that reads the test reference
@@ -250,11 +257,29 @@ def validation_table(cfg: ExperimentConfig, out: Path, seed: int, t0: int, recip
     return pd.DataFrame(rows).sort_values("validation_loss", ignore_index=True)
 
 
-def gap_closed(df: pd.DataFrame, key: str = "fid_minor", local: str = "selected") -> pd.DataFrame:
+def tuned(df: pd.DataFrame) -> pd.DataFrame:
+    """Each method's tuned row per (seed, t0): the recipe with the lowest validation loss on the method's own
+    held-out data (the client's hold-out; the pooled hold-outs for centralized), the rule that chose PFDM's
+    recipe applied to every method. Its `recipe` is kept, and `tuned_from` counts the recipes searched."""
+    d = df.assign(_t0=df.t0.fillna(-1))
+    idx = d.groupby(["seed", "method", "_t0"], sort=False).validation_loss.idxmin()
+    n = d.groupby(["seed", "method", "_t0"], sort=False).size()
+    out = d.loc[idx.values].copy()
+    out["tuned_from"] = n.values
+    return out.drop(columns="_t0").reset_index(drop=True)
+
+
+def gap_closed(df: pd.DataFrame, key: str = "fid_minor", local: str = "tuned") -> pd.DataFrame:
     """Per (t0, recipe): the fraction of the local-only -> centralized gap in `key` that PFDM closes,
-    (local - pfdm) / (local - central), per seed, then mean and std over seeds."""
-    base = df[(df.method == "local") & (df.recipe == local)].set_index("seed")[key]
-    cen = df[df.method == "central"].set_index("seed")[key]
+    (local - pfdm) / (local - central), per seed, then mean and std over seeds. local="tuned": local-only and
+    centralized are each their own tuned recipe (`tuned`: the search PFDM's recipe came from); a recipe name:
+    that local-only recipe and the tuned centralized model."""
+    t = tuned(df)
+    loc = t if local == "tuned" else df[df.recipe == local]
+    base = loc[loc.method == "local"].set_index("seed")[key]
+    if base.empty:
+        raise ValueError(f"no local-only rows of recipe {local!r}; recipes here: {sorted(df.recipe.unique())}")
+    cen = t[t.method == "central"].set_index("seed")[key]
     p = df[df.method == "pfdm"].copy()
     p["gap_closed"] = [(base[s] - v) / (base[s] - cen[s]) for s, v in zip(p.seed, p[key])]
     g = p.groupby(["t0", "recipe"], sort=False)
@@ -264,4 +289,4 @@ def gap_closed(df: pd.DataFrame, key: str = "fid_minor", local: str = "selected"
 
 
 __all__ = ["OUR_RECIPE", "RECIPES", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "personal_curves", "run_study",
-           "shift_augment", "train_central", "train_client_model", "train_shared", "validation_table"]
+           "shift_augment", "train_central", "train_client_model", "train_shared", "tuned", "validation_table"]
