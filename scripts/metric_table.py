@@ -21,7 +21,6 @@ import sys
 from itertools import combinations
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 

@@ -35,8 +35,8 @@ from pfdm_core import (
 )
 from pfdm_core.core.diffusion import generate  # noqa: E402
 from pfdm_core.core.paths import runs_dir  # noqa: E402
-from pfdm_core.methods.pfdm import split_steps  # noqa: E402
 from pfdm_core.evaluation.compare import markdown  # noqa: E402
+from pfdm_core.methods.pfdm import split_steps  # noqa: E402
 from pfdm_core.studies import personalization
 
 KEYS = ("fid_major", "fid_minor", "kid_minor", "recall_major", "recall_minor", "accuracy_minor")

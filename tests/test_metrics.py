@@ -194,14 +194,16 @@ def _stratified_kid_by_hand(a, b, la, lb):
     d, classes = a.shape[1], np.unique(la)
     k = lambda u, v: (u @ v.T / d + 1) ** 3  # noqa: E731
     total = 0.0
+    def block(x, lx, y, ly, c, e, same):
+        m = k(x[lx == c], y[ly == e])
+        if same and c == e:
+            return (m.sum() - np.trace(m)) / (m.shape[0] * (m.shape[0] - 1))
+        return m.mean()
+
     for c in classes:
         for e in classes:
-            def block(x, lx, y, ly, same):
-                m = k(x[lx == c], y[ly == e])
-                if same and c == e:
-                    return (m.sum() - np.trace(m)) / (m.shape[0] * (m.shape[0] - 1))
-                return m.mean()
-            total += block(a, la, a, la, True) + block(b, lb, b, lb, True) - 2 * block(a, la, b, lb, False)
+            total += (block(a, la, a, la, c, e, True) + block(b, lb, b, lb, c, e, True)
+                      - 2 * block(a, la, b, lb, c, e, False))
     return total / len(classes) ** 2
 
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
+from pfdm_core import attacks
 from pfdm_core.core.nets import UNetConfig
 from pfdm_core.core.train import TrainConfig
 from pfdm_core.data.small import digits_split
-from pfdm_core import attacks
 from pfdm_core.studies import privacy_study as ps
 
 TINY_TRAIN = TrainConfig(steps=2, batch_size=8, lr=1e-3)

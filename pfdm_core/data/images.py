@@ -30,8 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pfdm_core.data.small import Dataset, load_digits, train_test_split
 from pfdm_core.core.paths import data_root, download_root
+from pfdm_core.data.small import Dataset, load_digits, train_test_split
 
 NAMES = ("digits", "mnist", "cmnist", "cifar10", "celeba")
 # Images per class in the training pool `load_split` returns (classes 0..9): MNIST's train-labels file

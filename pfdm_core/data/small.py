@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+
 @dataclass
 class Dataset:
     """Images (N, C, H, W) or points (N, d) in float32, and integer labels (N,)."""
