@@ -54,7 +54,8 @@ def bias_rows(preset: str, sizes: list[int], repeats: int, seed: int = 0) -> pd.
     return pd.DataFrame(rows)
 
 
-def plot_bias(df: pd.DataFrame, reference: int, path: Path) -> None:
+def plot_bias(df: pd.DataFrame, reference: int) -> Path:
+    """figures/metric_bias.png: each estimator's value between two sets of real digits, against their size."""
     import matplotlib.pyplot as plt
 
     from pfdm_core.evaluation.plotting import savefig
@@ -67,12 +68,12 @@ def plot_bias(df: pd.DataFrame, reference: int, path: Path) -> None:
         axes[1].errorbar(g[key].mean().index, g[key].mean(), g[key].std(), marker="o", capsize=3, label=BIAS_KEYS[key])
     axes[1].axhline(0, color="k", lw=0.8)
     for ax, title in zip(axes, ("FID between two sets of real digits", "KID between two sets of real digits")):
-        ax.axvline(reference, color="gray", ls=":", lw=1)
+        ax.axvline(reference, color="gray", ls=":", lw=1, label=f"size of the digits reference ({reference})")
         ax.set(xlabel="images per set (a group of 5 classes, stratified)", title=title)
         ax.legend(fontsize=8)
     axes[0].set(ylabel="value when the true distance is 0", yscale="log")
     fig.tight_layout()
-    savefig(fig, path)
+    return savefig(fig, "metric_bias")
 
 
 def seed_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     bias.to_csv(out / "metric_bias.csv", index=False)
     reference = 180  # client 0's majority reference on digits: 5 classes x ~36 held-out images
     if args.publish:
-        plot_bias(bias, reference, paths.figures_dir() / "metric_bias.png")
+        plot_bias(bias, reference)
     print(bias.groupby("n")[list(BIAS_KEYS)].agg(["mean", "std"]).round(3).to_string())
 
     cfg = experiment.preset_config(args.preset, "digits", t0s=(693,))
