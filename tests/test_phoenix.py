@@ -305,3 +305,20 @@ def test_unconditional_phoenix_trains_and_filters_with_the_null_label_only(monke
     seen.clear()
     train_phoenix(clients, make, S, TrainConfig(steps=2), PhoenixConfig(rounds=1), progress=False)
     assert (seen[0] == torch.arange(20) % 10).all()  # the conditional variant keeps the labels
+
+
+def test_checkpoints_written_before_the_unconditional_option_still_resume(monkeypatch, tmp_path):
+    """The fingerprint holds `unconditional` only when it is set: a FedAvg checkpoint written by the code before
+    the option existed (its fingerprint without the key) resumes; the unconditional variant's does not mix."""
+    monkeypatch.setattr(phoenix, "train", _FakeTrain())
+    clients, ck = [_data(4), _data(4, value=1.0, seed=1)], tmp_path / "fedavg.pt"
+    train_phoenix(clients, _Net, S, TrainConfig(steps=2), PhoenixConfig(rounds=2), checkpoint=ck, progress=False)
+    state = torch.load(ck, weights_only=False)
+    assert "unconditional" not in state["fingerprint"]["phoenix"]
+    train_phoenix(clients, _Net, S, TrainConfig(steps=2), PhoenixConfig(rounds=2), checkpoint=ck, progress=False)
+    class _LabelledNet(_Net):  # what null_label reads
+        embed = type("Embed", (), {"num_classes": 10})()
+
+    with pytest.raises(ValueError, match="another configuration"):
+        train_phoenix(clients, _LabelledNet, S, TrainConfig(steps=2), PhoenixConfig(rounds=2, unconditional=True),
+                      checkpoint=ck, progress=False)

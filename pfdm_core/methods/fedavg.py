@@ -136,6 +136,9 @@ STRATEGIES = {  # the Phoenix family, ready to compare (DESIGN.md 4); "head" = t
 }
 
 
+_LATER_OPTIONS = {"unconditional": False}  # PhoenixConfig fields added later: name -> default
+
+
 def null_label(model: nn.Module) -> int:
     """The label a conditional network reads as "no label" (`core.nets`: num_classes)."""
     return int(model.embed.num_classes)
@@ -183,7 +186,9 @@ def train_phoenix(datasets: Sequence[Dataset], make_model: ModelFactory, sched: 
     streak, disconnected, history = [0] * M, [], []
     g = torch.Generator().manual_seed(config.seed)
     start, path = 0, Path(checkpoint) if checkpoint else None
-    fingerprint = dict(config=asdict(config), phoenix=asdict(ph), sizes=[len(d) for d in datasets],
+    # options added after checkpoints were first written count only when set, so those checkpoints stay valid
+    options = {k: v for k, v in asdict(ph).items() if k not in _LATER_OPTIONS or v != _LATER_OPTIONS[k]}
+    fingerprint = dict(config=asdict(config), phoenix=options, sizes=[len(d) for d in datasets],
                        data=[data_fingerprint(d.x, d.y) for d in datasets])
     state = ckpt.resume(path, fingerprint)
     if state is not None:
