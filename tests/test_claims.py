@@ -40,3 +40,38 @@ def test_stratified_kid_is_unbiased_and_the_iid_one_is_not():
         se = lambda s: s.std(ddof=1) / math.sqrt(len(s))  # noqa: E731
         assert abs(g.gkid.mean()) < 3 * se(g.gkid), (n, g.gkid.mean())
         assert g.kid_iid.mean() < -5 * se(g.kid_iid), (n, g.kid_iid.mean())
+
+
+def _pairs() -> pd.DataFrame:
+    return _read("metric_old_new_pairs.csv").set_index(["a", "b", "metric"])
+
+
+def test_pfdm_beats_local_only_on_minority_classes_by_every_metric():
+    """README: over five seeds PFDM's minority gain over local-only has a paired 95% interval above 0 and wins in
+    every seed, by the old FID, the group FID and the stratified KID."""
+    p = _pairs()
+    for metric in ("fid_minor", "gfid_minor", "gkid_minor"):
+        r = p.loc[("pfdm", "local", metric)]
+        assert r.lo > 0 and r.wins == "5/5", (metric, r.lo, r.wins)
+
+
+def test_pfdm_stays_behind_centralized_and_fedavg_on_minority_classes():
+    p = _pairs()
+    for b in ("central", "fedavg"):
+        for metric in ("fid_minor", "gfid_minor", "gkid_minor"):
+            assert p.loc[("pfdm", b, metric)].hi < 0, (b, metric)
+
+
+def test_old_and_new_fid_agree_on_every_verdict():
+    """README: the old and the new FID agree on which paired differences exclude 0 (12 of 12)."""
+    p = _pairs().reset_index()
+    for (a, b), g in p.groupby(["a", "b"]):
+        g = g.set_index("metric")
+        for group in ("minor", "major"):
+            assert g.loc[f"fid_{group}", "excludes_0"] == g.loc[f"gfid_{group}", "excludes_0"], (a, b, group)
+    assert p.groupby(["a", "b"]).ngroups * 2 == 12
+
+
+def test_five_seeds_behind_the_old_new_table():
+    rows = _read("digits/metric_seeds.csv")
+    assert rows.groupby("method").seed.nunique().min() >= 5
