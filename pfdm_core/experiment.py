@@ -119,11 +119,15 @@ class DPSGDConfig:
     clip_norm: float = 1.0
     multiplicity: int = 1  # DPDM uses 32 on MNIST; each draw costs a forward/backward pass
     accountant: str = "rdp"
+    batch_size: int = 0  # expected Poisson batch (0: the shared budget's batch); DPDM: large batches
+    steps: int = 0  # optimiser steps (0: the shared budget's steps)
 
     def __post_init__(self) -> None:
         _check_number("dp_eps", self.eps, 0, None, low_open=True)
         _check_number("dp_clip_norm", self.clip_norm, 0, None, low_open=True)
         _check_number("dp_multiplicity", self.multiplicity, 1, None, integer=True)
+        _check_number("dp_batch_size", self.batch_size, 0, None, integer=True)
+        _check_number("dp_steps", self.steps, 0, None, integer=True)
         if self.accountant not in DP_ACCOUNTANTS:
             raise ValueError(f"dp_accountant must be one of {DP_ACCOUNTANTS}, got {self.accountant!r}")
 
@@ -151,6 +155,7 @@ FLAT = {**{f: ("split", f) for f in ("num_clients", "majority_per_class", "minor
         "phoenix_filter_reference": ("fedavg", "filter_reference"),
         "dp_eps": ("dpsgd", "eps"), "dp_clip_norm": ("dpsgd", "clip_norm"),
         "dp_multiplicity": ("dpsgd", "multiplicity"), "dp_accountant": ("dpsgd", "accountant"),
+        "dp_batch_size": ("dpsgd", "batch_size"), "dp_steps": ("dpsgd", "steps"),
         **{f: ("eval", f) for f in ("client", "ddim_steps", "n_per_class", "classifier_epochs",
                                     "classifier_train_size")}}
 
@@ -387,9 +392,13 @@ def context(cfg: ExperimentConfig, split: Split, seed: int, t0: int | None, fold
                        [:cfg.fedavg.filter_reference]]
         return metrics.knn_precision_score(ref, lambda x: metrics.embed(clf, x))
 
+    train = replace(cfg.train, seed=seed, checkpoint_every=max(1, cfg.train.steps // 4))
+    d = cfg.dpsgd
+    dp_train = replace(train, batch_size=d.batch_size or train.batch_size, steps=d.steps or train.steps,
+                       checkpoint_every=max(1, (d.steps or train.steps) // 4))
     return registry.Context(
         clients=split.clients, client=cfg.eval.client, make_model=model_factory(cfg, seed), sched=Schedule(cfg.T),
-        train=replace(cfg.train, seed=seed, checkpoint_every=max(1, cfg.train.steps // 4)), folder=Path(folder),
+        train=train, dp_train=dp_train, folder=Path(folder),
         seed=seed, t0=t0, clip_norm=cfg.privacy.clip_norm, delta=cfg.privacy.delta,
         fedavg=PhoenixConfig(cfg.fedavg.rounds, cfg.fedavg.fraction), dp=cfg.dp_config(), pool=public,
         score=score, progress=progress)
@@ -418,7 +427,8 @@ def sample_method(method: str, models: dict[str, nn.Module], cfg: ExperimentConf
 # fields that change what is trained (the others only change sampling and evaluation) ...
 _EVAL_ONLY = ("t0s", "n_per_class", "ddim_steps", "classifier_epochs", "classifier_train_size")
 # ... and fields of one method only, which its own checkpoint guards (name and fingerprint)
-_METHOD_OWN = ("dp_eps", "dp_clip_norm", "dp_multiplicity", "dp_accountant", "phoenix_filter_reference")
+_METHOD_OWN = ("dp_eps", "dp_clip_norm", "dp_multiplicity", "dp_accountant", "dp_batch_size", "dp_steps",
+               "phoenix_filter_reference")
 
 
 def check_folder(folder: Path, cfg: ExperimentConfig) -> None:

@@ -311,6 +311,27 @@ def test_rivals_train_checkpoint_and_report(tmp_path, monkeypatch):
             assert info["disconnected"] == []
 
 
+def test_dpsgd_own_budget_and_the_published_phoenix_filter(tmp_path):
+    """DP-SGD's own batch and steps (DPDM trains with large batches) name its checkpoint and reach the
+    accountant; the unconditional Phoenix with threshold filtering reports its filter's scores."""
+    cfg = tiny(train=TrainConfig(steps=4, batch_size=8, lr=1e-3), fedavg_rounds=2, dp_eps=8.0,
+               dp_batch_size=16, dp_steps=3, dp_multiplicity=2)
+    split = experiment.make_split(cfg, seed=0)
+    info = {}
+    train_method("dpsgd", cfg, split, 0, None, tmp_path, progress=False, info=info)
+    assert (tmp_path / "dpsgd_eps8_K2_C1_rdp_B16_S3.pt").exists()
+    assert (info["dp_batch_size"], info["dp_steps"], info["dp_multiplicity"]) == (16, 3, 2)
+    assert info["dp_eps_spent"] == pytest.approx(8.0, rel=0.01)
+    info = {}
+    models = train_method("phoenix_uncond_filter", cfg, split, 0, None, tmp_path, progress=False, info=info)
+    assert (tmp_path / "phoenix_uncond_filter.pt").exists() and info["flagged_rounds"] >= 0
+    assert 0 <= info["filter_score_min"] <= info["filter_score_median"] <= 1
+    fake = experiment.sample_method("phoenix_uncond_filter", models, cfg, torch.arange(3), None, seed=0)
+    assert fake.shape == (3, 1, 8, 8) and torch.isfinite(fake).all()
+    with pytest.raises(ValueError, match="dp_batch_size must be an integer"):
+        tiny(dp_batch_size=-1)
+
+
 @pytest.mark.parametrize("kind", ["iid", "dirichlet"])
 def test_other_partitions_split_the_same_images(kind):
     cluster = experiment.make_split(tiny(), seed=0)

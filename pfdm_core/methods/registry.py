@@ -45,6 +45,7 @@ class Context:
     delta: float = 1e-5
     fedavg: PhoenixConfig = field(default_factory=PhoenixConfig)  # rounds and client fraction of FedAvg / Phoenix
     dp: DPConfig = field(default_factory=DPConfig)
+    dp_train: TrainConfig | None = None  # DP-SGD's own budget (batch, steps); None: `train`
     pool: Dataset | None = None  # public images: Phoenix's shared set G
     score: Callable[[], ScoreFn] | None = None  # builds Phoenix's filter score (public reference)
     progress: bool = True
@@ -101,11 +102,14 @@ def _central(ctx: Context) -> Models:
 
 
 def _dpsgd(ctx: Context) -> Models:
-    dp, pooled = ctx.dp, union(ctx.clients)
-    res = train_dpsgd(ctx.make_model(), ctx.sched, pooled.x, pooled.y, ctx.train, dp,
-                      ctx.folder / f"dpsgd_eps{dp.eps:g}_K{dp.multiplicity}_C{dp.clip_norm:g}_{dp.accountant}.pt",
-                      ctx.progress, desc=f"DP-SGD (eps={dp.eps:g})")
-    ctx.info.update(dp_eps_spent=res.eps, dp_noise_multiplier=res.noise_multiplier, dp_sample_rate=res.sample_rate)
+    dp, pooled, tc = ctx.dp, union(ctx.clients), ctx.dp_train or ctx.train
+    name = f"dpsgd_eps{dp.eps:g}_K{dp.multiplicity}_C{dp.clip_norm:g}_{dp.accountant}"
+    if (tc.batch_size, tc.steps) != (ctx.train.batch_size, ctx.train.steps):  # its own budget: in the name too
+        name += f"_B{tc.batch_size}_S{tc.steps}"
+    res = train_dpsgd(ctx.make_model(), ctx.sched, pooled.x, pooled.y, tc, dp, ctx.folder / f"{name}.pt",
+                      ctx.progress, desc=f"DP-SGD (eps={dp.eps:g}, K={dp.multiplicity}, B={tc.batch_size})")
+    ctx.info.update(dp_eps_spent=res.eps, dp_noise_multiplier=res.noise_multiplier, dp_sample_rate=res.sample_rate,
+                    dp_batch_size=tc.batch_size, dp_steps=tc.steps, dp_multiplicity=dp.multiplicity)
     return {"model": res.model}
 
 
@@ -118,6 +122,10 @@ def _fedavg_family(name: str, strategy: str) -> Callable[[Context], Models]:
                             checkpoint=ctx.folder / f"{name}.pt", progress=ctx.progress)
         if strategy != "fedavg":
             ctx.info.update(disconnected=res.disconnected)
+        if ph.filter_k:  # how often the threshold let the round's worst client be flagged, and the scores seen
+            scores = [v for h in res.history for v in h["scores"].values()]
+            ctx.info.update(flagged_rounds=sum(h["flagged"] is not None for h in res.history),
+                            filter_score_min=min(scores), filter_score_median=float(sorted(scores)[len(scores) // 2]))
         return {"model": res.client_model(ctx.client)}
     return run
 
@@ -135,6 +143,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("phoenix_uncond", _fedavg_family("phoenix_uncond", "unconditional"), sample=sample_unconditional,
            conditional=False),
     Method("phoenix_uncond_sharing", _fedavg_family("phoenix_uncond_sharing", "unconditional_sharing"),
+           sample=sample_unconditional, conditional=False),
+    Method("phoenix_uncond_filter", _fedavg_family("phoenix_uncond_filter", "unconditional_personal_filter"),
            sample=sample_unconditional, conditional=False),
 ]}
 TABLE1 = ("pfdm", "local", "central", "fedavg")  # the paper's Table 1

@@ -295,7 +295,8 @@ def plot_rocs(results: dict[tuple[str, str], MIAResult], ncols: int = 3) -> plt.
 
 
 def plot_vs_t0(df: pd.DataFrame, cfg: StudyConfig) -> plt.Figure:
-    """AUC and TPR@1%FPR of PFDM's shared model versus t0 (eps on top), reference models as lines."""
+    """AUC and TPR@1%FPR of PFDM's shared model versus t0 (eps on top), its control (the non-private model
+    attacked at the same steps t0+1..T) as crosses, the reference models attacked at all steps as lines."""
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), layout="constrained")
     colours = dict(zip(attacks.ATTACKS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     shared = df[df.kind == "PFDM shared"].sort_values("t0")
@@ -304,6 +305,8 @@ def plot_vs_t0(df: pd.DataFrame, cfg: StudyConfig) -> plt.Figure:
         for attack, c in colours.items():
             s = shared[shared.attack == attack]
             ax.plot(s.t0, s[metric], "o-", color=c)
+            ctrl = df[(df.kind == "control: non-private") & (df.attack == attack)].sort_values("t0")
+            ax.plot(ctrl.t0, ctrl[metric], "x--", color=c, lw=1, ms=7)  # the same steps, no privacy
             for kind, ls, lw in (("non-private", "--", 2.4), ("local-only", ":", 1.2)):  # both visible when equal
                 ax.axhline(df[(df.kind == kind) & (df.attack == attack)][metric].iloc[0], color=c, ls=ls, lw=lw)
         ax.axhline(chance, color="k", lw=0.8)
@@ -319,6 +322,8 @@ def plot_vs_t0(df: pd.DataFrame, cfg: StudyConfig) -> plt.Figure:
         top.set_xlabel(f"eps per image (Thm 5.1, C={cfg.clip_norm:g}, delta={cfg.delta:g})")
     handles = [Line2D([], [], color=c, label=ATTACK_NAMES[a]) for a, c in colours.items()]
     handles += [Line2D([], [], color="grey", marker="o", label="PFDM shared model (this run)"),
+                Line2D([], [], color="grey", marker="x", ls="--", lw=1,
+                       label="control: non-private model\nattacked at the same steps > t0"),
                 Line2D([], [], color="grey", ls="--", lw=2.4, label="non-private, overfit (this run)"),
                 Line2D([], [], color="grey", ls=":", label="local-only (this run)"),
                 Line2D([], [], color="k", lw=0.8, label="chance"),
