@@ -1,6 +1,6 @@
 """Run every benchmark in order (`make bench`), print their tables, write runs/bench/*.json.
 
-    python benchmarks/run_all.py [--quick] [--live] [--out DIR] [--only threads unet sampling pfdm end_to_end]
+    python benchmarks/run_all.py [--quick] [--live] [--out DIR] [--only threads unet sampling pfdm mfu end_to_end]
 
 Each benchmark runs in its own process (a crash in one does not stop the others); the total
 wall time is written to runs/bench/all.json. Budget: under 10 minutes on 2 cores.
@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 BENCHMARKS = {"threads": "bench_threads.py", "unet": "bench_unet.py", "sampling": "bench_sampling.py",
-              "pfdm": "bench_pfdm_vs_baselines.py", "end_to_end": "bench_end_to_end.py"}
+              "pfdm": "bench_pfdm_vs_baselines.py", "mfu": "bench_mfu.py", "end_to_end": "bench_end_to_end.py"}
 
 
 def main(argv=None) -> int:

@@ -25,7 +25,7 @@ def bench(tmp_path, monkeypatch):
 
 
 module_json = {"bench_threads": "threads", "bench_unet": "unet", "bench_sampling": "sampling", "bench_end_to_end": "end_to_end",
-               "bench_pfdm_vs_baselines": "pfdm"}
+               "bench_pfdm_vs_baselines": "pfdm", "bench_mfu": "mfu"}
 
 
 def _machine_ok(out: dict) -> None:
@@ -126,3 +126,15 @@ def test_bench_threads(bench):
     assert all(r["speedup_vs_default"] > 0 for r in out["rows"]) and len(rows) == 4
     picked = next(r for r in out["rows"] if r["setting"].startswith("pfdm_core picks: "))
     assert rows[picked["setting"].removeprefix("pfdm_core picks: ")]["median_s_per_step"] == picked["median_s_per_step"]
+
+
+def test_bench_mfu(bench):
+    """MFU is measured FLOPs per second over the same run's matmul rate; the step's time is broken down."""
+    out = bench("bench_mfu")
+    _machine_ok(out)
+    (row,) = out["rows"]
+    assert row["gflop_per_step"] > 0 and row["s_per_step"] > 0 and out["matmul_gflop_s"] > 0
+    assert row["mfu"] == pytest.approx(row["gflop_s"] / row["matmul_gflop_s"])
+    shares = {k: v for k, v in row["breakdown"].items() if k != "wall_s"}
+    assert all(0 <= v <= 1.5 for v in shares.values()) and shares["convolution"] > 0
+    assert out["calibration_digits_step_s"] == row["s_per_step"]
