@@ -1,4 +1,4 @@
-"""Command line: `python -m pfdm_core epsilon|t0 ...` (the privacy accountant of DESIGN.md 2.1).
+"""Command line: `python -m pfdm_core epsilon|t0 ...` (the upload's privacy accountant).
 
     python -m pfdm_core epsilon --t0 690 --clip 10 --delta 1e-5            # 10.24 (Theorem 5.1)
     python -m pfdm_core epsilon --t0 690 --clip 10 --accountant analytic   # 8.77  (tight)

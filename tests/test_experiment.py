@@ -292,7 +292,7 @@ def test_rerun_with_another_training_config_is_refused(smoke_run):
         experiment.run(cfg.override(clip_norm=1.0), ["local"], [0], out, progress=False)
 
 
-# ----------------------------------------------------------------------------- the rivals (issue 7)
+# ----------------------------------------------------------------------------- the rivals
 def test_rivals_train_checkpoint_and_report(tmp_path, monkeypatch):
     """DP-SGD and the Phoenix strategies run as methods: checkpoint, sample, report what they spent."""
     monkeypatch.setenv("PFDM_RUNS", str(tmp_path / "runs"))

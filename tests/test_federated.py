@@ -1,6 +1,6 @@
 """PFDM's client/server split, FedAvg, and the sampling plumbing (pfdm_core.methods.pfdm, .server, .fedavg).
 
-The central property (DESIGN.md 2): the server trains on privatized uploads only. The spy
+The central property of PFDM: the server trains on privatized uploads only. The spy
 test below records what the server's training loop actually receives during
 `experiment.train_method("pfdm", ...)` and checks it against the raw client images; a control
 test shows that the same checks reject raw images (so the spy test can fail).

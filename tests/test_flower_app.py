@@ -49,7 +49,7 @@ def test_client_t0_never_adds_less_noise_than_proposed():
     assert task.client_t0(400, task.NodeSettings(0), cfg) == 400
     assert task.client_t0(400, task.NodeSettings(0, t0=300), cfg) == 400  # a client cannot ask for less noise
     assert task.client_t0(400, task.NodeSettings(0, t0=500), cfg) == 500
-    assert task.client_t0(100, task.NodeSettings(0, eps=10.0), cfg) == 693  # DESIGN.md: smallest t0 with eps <= 10 (C = 10)
+    assert task.client_t0(100, task.NodeSettings(0, eps=10.0), cfg) == 693  # smallest t0 with eps <= 10 (C = 10)
     with pytest.raises(ValueError, match="t0 must be an integer in 1..999"):
         task.client_t0(400, task.NodeSettings(0, t0=1000), cfg)
     with pytest.raises(ValueError, match="partition-id must be in 0..1"):

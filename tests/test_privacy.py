@@ -32,7 +32,7 @@ def test_design_reference_eps(t0, unit, C, accountant, expected):
 
 
 def test_analytic_per_pixel_t0_100():
-    # DESIGN.md quotes 41.85 (opacus' brentq); the exact root is 41.8447.
+    # 41.85 is the value opacus' brentq gives; the exact root is 41.8447.
     assert epsilon(100, S, unit="per-pixel", accountant="analytic") == pytest.approx(41.85, abs=0.01)
 
 

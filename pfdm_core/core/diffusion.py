@@ -1,10 +1,10 @@
 """The eps-prediction loss and the DDPM / DDIM samplers over any sub-range of the chain.
 
-DESIGN.md section 1. Every function takes an *origin* step s (default 0) and works on the
+Every function takes an *origin* step s (default 0) and works on the
 sub-chain that starts there: the data of the sub-chain is x_s, its forward kernel is
 q(x_t | x_s) = N(sqrt(abar_t/abar_s) x_s, (1 - abar_t/abar_s) I). With s = 0 this is plain DDPM.
 PFDM's shared denoiser uses s = t0: the uploads x_tilde play x_t0 and the model predicts the
-noise eps' of x_t = sqrt(abar_t/abar_t0) x_tilde + sqrt(1 - abar_t/abar_t0) eps' (DESIGN.md 2.2).
+noise eps' of x_t = sqrt(abar_t/abar_t0) x_tilde + sqrt(1 - abar_t/abar_t0) eps' (`methods.server`).
 
     loss   = || eps - eps_theta(x_t, t, y) ||^2,  t ~ U{t_lo..t_hi}        (Ho et al. 2020, Alg. 1)
     DDPM   : x_{t-1} ~ q(x_{t-1} | x_t, x_s = x̂_s)                         (Alg. 2, posterior var)

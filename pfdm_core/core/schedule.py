@@ -1,6 +1,6 @@
-"""Noise schedules and the forward process of DDPM (DESIGN.md section 1).
+"""Noise schedules and the forward process of DDPM (Ho et al. 2020).
 
-Indexing follows DESIGN.md exactly: steps t = 1..T, beta_1..beta_T, and
+Indexing follows DDPM exactly: steps t = 1..T, beta_1..beta_T, and
 alpha_bar_t = prod_{s=1..t} (1 - beta_s). Index 0 is the clean data, so the arrays
 below have length T + 1 with beta_0 = 0 and alpha_bar_0 = 1. alpha_bar is computed and
 stored in float64 (the privacy accountant of Theorem 5.1 needs it to 2 decimals at

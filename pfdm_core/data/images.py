@@ -1,4 +1,4 @@
-"""Real datasets for the federated runs (DESIGN.md 3): MNIST, Colorized MNIST, CIFAR-10, CelebA.
+"""Real datasets for the federated runs: MNIST, Colorized MNIST, CIFAR-10, CelebA.
 
 All return `data.Dataset` tensors (N, C, H, W) in [-1, 1] with integer labels, in one vectorised
 conversion (no per-sample Python loop except CelebA's JPEG decoding). Roots are resolved by

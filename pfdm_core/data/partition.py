@@ -28,7 +28,7 @@ def cluster_partition(
     minority_per_class: int = 5,
     seed: int = 0,
 ) -> list[np.ndarray]:
-    """Index arrays, one per client, of the two-cluster majority/minority split (DESIGN.md 3).
+    """Index arrays, one per client, of the PFDM paper's two-cluster majority/minority split.
 
     Clients 0..ceil(M/2)-1 form cluster A, the rest cluster B.
     """
@@ -104,7 +104,7 @@ def dirichlet_partition(labels: torch.Tensor | np.ndarray, num_clients: int, alp
 
 def partition(labels: torch.Tensor | np.ndarray, kind: str = "iid", num_clients: int = 4, seed: int = 0,
               dirichlet_alpha: float = 0.5, **cluster_kw) -> list[np.ndarray]:
-    """Index arrays, one per client: "iid", "dirichlet" (dirichlet_alpha) or "cluster" (DESIGN.md 3)."""
+    """Index arrays, one per client: "iid", "dirichlet" (dirichlet_alpha) or "cluster"."""
     if kind == "iid":
         return iid_partition(len(labels), num_clients, seed)
     if kind == "dirichlet":

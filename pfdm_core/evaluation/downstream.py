@@ -1,4 +1,4 @@
-"""Downstream utility and fairness of synthetic data (DESIGN.md 3 "Downstream", 4 histograms).
+"""Downstream utility and fairness of synthetic data, and class histograms of generated samples.
 
 * `downstream_accuracy`: train a classifier (`metrics.train_classifier`) on a client's synthetic
   data (x, y), test it on real held-out data: accuracy overall, on the client's majority and

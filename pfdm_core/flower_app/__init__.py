@@ -1,4 +1,4 @@
-"""PFDM and FedAvg diffusion as a Flower app (Flower 1.41, Message API; DESIGN.md 2).
+"""PFDM and FedAvg diffusion as a Flower app (Flower 1.41, Message API).
 
     pyproject.toml   the app's knobs ([tool.flwr.app.config]) and components
     task.py          thin adapter over pfdm_core: config, data, models, the steps of each side

@@ -1,4 +1,4 @@
-"""ClientApp: what runs on a hospital's or phone's SuperNode (DESIGN.md 2, steps 1, 3, 4).
+"""ClientApp: what runs on a hospital's or phone's SuperNode (PFDM's client side).
 
     query.upload    privatize the local data once (own t0 / eps), reply x_tilde, labels, eps spent
     train.personal  receive the shared weights, train the personal denoiser, sample, reply metrics

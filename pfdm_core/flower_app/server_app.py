@@ -1,4 +1,4 @@
-"""ServerApp: PFDM's four steps (DESIGN.md 2) or Flower's FedAvg of a full DDPM.
+"""ServerApp: PFDM's four server-side steps (below) or Flower's FedAvg of a full DDPM.
 
 PFDM: (1) ask every connected client for its upload (query.upload); clients that have not
 replied within upload-timeout are excluded, and the run goes on if at least min-clients did;

@@ -1,4 +1,4 @@
-"""The app's task: a thin adapter from Flower's run/node config to pfdm_core (DESIGN.md 2).
+"""The app's task: a thin adapter from Flower's run/node config to pfdm_core.
 
 Nothing here re-implements PFDM: the client side calls `methods.pfdm.client_upload` and
 `client_train_personal`, the server side `server.server_train_shared`, evaluation calls

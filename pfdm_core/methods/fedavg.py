@@ -131,7 +131,7 @@ class PhoenixConfig:
 # samples lie in the public images' k-NN manifold (precision < 0.5), so a healthy round flags no one.
 FILTER_THRESHOLD = 0.5
 
-STRATEGIES = {  # the Phoenix family, ready to compare (DESIGN.md 4); "head" = the UNet's output layers
+STRATEGIES = {  # the Phoenix family, ready to compare (Phoenix, arXiv 2306.04098); "head" = the UNet's output layers
     "fedavg": PhoenixConfig(),
     "sharing": PhoenixConfig(beta=0.05, alpha=0.5),
     "personal": PhoenixConfig(personal_layers=("head",)),

@@ -1,4 +1,7 @@
-"""Model selection by validation, never by the test reference (issue 10, DESIGN.md 6).
+"""Model selection by validation, never by the test reference (the fair comparison of notebook 10).
+
+A client model trained long on a few images of a class memorizes them, so training length decides
+how PFDM compares with local-only training; it is chosen by the same rule for every method.
 
 The rule, the same for every method:
 * each client holds out a stratified fraction of its own images (`stratified_holdout`: every

@@ -1,4 +1,4 @@
-"""PFDM's server side (DESIGN.md 2.2): the shared denoiser, trained on uploads only.
+"""PFDM's server side: the shared denoiser, trained on uploads only.
 
 This module never sees a dataset: it does not import `data` or `privacy`, and its one entry
 point takes `Upload` objects (privatized tensors x_tilde at step t0 and labels). The shared

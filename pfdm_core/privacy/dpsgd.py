@@ -1,6 +1,6 @@
 """DP-SGD diffusion: DPDM (Dockhorn et al. 2023, https://arxiv.org/abs/2210.09929) with Opacus.
 
-PFDM's fair rival at the same (eps, delta) (DESIGN.md 3). One step of DP-SGD (Abadi et al. 2016)
+PFDM's fair rival at the same (eps, delta), as in the PFDM paper. One step of DP-SGD (Abadi et al. 2016)
 with DPDM's noise multiplicity K:
 
     batch B: each of the N examples joins independently with probability q = batch_size / N (Poisson)

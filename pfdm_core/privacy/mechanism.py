@@ -1,4 +1,4 @@
-"""The PFDM upload as a Gaussian mechanism, and its (eps, delta) accountants (DESIGN.md 2.1).
+"""The PFDM upload as a Gaussian mechanism, and its (eps, delta) accountants.
 
 Client side, once per image:  x <- x * min(1, C / ||x||_2),
                               x_tilde = sqrt(abar_t0) x + sqrt(1 - abar_t0) z,  z ~ N(0, I).

@@ -1,7 +1,8 @@
 """Helpers for notebook 03: what a PFDM upload looks like at step t0, its eps, and an attack.
 
-DESIGN.md 2.1 (privacy, Theorem 5.1 and the analytic Gaussian mechanism) and 3 (attacks:
-"reconstruction of x_0 from the upload x_tilde scored by similarity to the truth").
+Privacy: Theorem 5.1 of the PFDM paper (Patel, Zhang, Wang et al., CVPR 2026) and the tight analytic
+Gaussian mechanism (Balle & Wang 2018). Attack: the paper's reconstruction of x_0 from the upload
+x_tilde, scored by similarity to the truth.
 
 * `uploads`: x_tilde = sqrt(abar_t0) clip(x) + sqrt(1 - abar_t0) z for many t0 at once, with ONE
   noise draw z (so the images change smoothly with t0); t0 = 0 is the raw image.

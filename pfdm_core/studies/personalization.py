@@ -1,4 +1,4 @@
-"""The personalization study (issue 10): what makes PFDM's personal denoiser generalize.
+"""The personalization study (notebook 10): what makes PFDM's personal denoiser generalize.
 
 Fair comparison first (`selection`'s rule for every method): each client holds out 20% of its
 images, stratified; a model's training length is its best validation step within its budget.

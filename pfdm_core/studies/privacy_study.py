@@ -1,4 +1,4 @@
-"""Notebook 07's study: PFDM under attack on digits (issue 6; DESIGN.md 2 "Privacy" and 3 "Attacks").
+"""Notebook 07's study: PFDM under attack on digits (membership inference, memorization, reconstruction, audit).
 
     cfg = study_config("cpu"); split = membership_split(cfg, seed)
     models = train_models(cfg, split, seed, study_folder("cpu", seed))   # cached, resumable
@@ -53,7 +53,7 @@ from pfdm_core.methods.server import Upload
 from pfdm_core.privacy.mechanism import clip, epsilon, epsilon_curve
 from pfdm_core.studies.explore import show_rows
 
-# The paper's reported membership-inference AUC (DESIGN.md 3), for orientation only: other data, models, budgets.
+# The PFDM paper's reported membership-inference AUC, for orientation only: other data, models, budgets.
 PAPER_AUC = {"pfdm": 0.50, "non-private": (0.82, 0.996)}
 ATTACK_NAMES = {"loss": "loss threshold", "secmi": "SecMI", "pia": "PIA"}
 

@@ -1,4 +1,4 @@
-"""Theorem 5.2 toy (DESIGN.md 2): a 2-D Gaussian mixture where PFDM has closed forms.
+"""The toy of the PFDM paper's Theorem 5.2: a 2-D Gaussian mixture where PFDM has closed forms.
 
 Data: component k is N(mu_k, Sigma_k) (`data.small.default_mixture`), label k. M clients in two
 clusters (`data.partition.cluster_partition`): client m holds n_maj points of each majority class and

@@ -1,4 +1,4 @@
-"""End to end in a real browser (issue 11): JupyterLab + headless Chromium driven by Playwright.
+"""End to end in a real browser: JupyterLab + headless Chromium driven by Playwright.
 
 * Notebook 03: run all cells (PFDM_PRESET=smoke), move the t0 slider to two positions (typed into its
   readout, then dragged with the mouse), change C, and check that the eps the widget shows after each change
