@@ -4,7 +4,7 @@
   per notebook and per cell), not re-run here: at `cpu` they take from seconds to two hours on 2 cores.
   Each notebook's share of the sum is reported; the slowest cell of each says what dominates. These
   times were measured by whoever executed the notebook, on shared cores, some from cached checkpoints
-  (see the README's notebook table).
+  (see the README's learning path).
 * `make run`: the tour (`TOUR` in scripts/rerun.py: 01-04 at `cpu`, some with lighter parameters; 05-10 at `smoke`).
   With --live it is executed here, notebook by notebook in a temporary folder exactly as `make run`
   does (about 15 minutes on 2 idle cores: more than `make bench`'s 10, hence opt-in), each time also

@@ -39,7 +39,7 @@ def notebooks(prefixes: list[str] | None) -> list[Path]:
     return chosen
 
 
-# `make run`: notebook-name prefix -> papermill parameters. Measured on 2 idle cores: see the README's
+# `make run`: notebook-name prefix -> papermill parameters. Measured on 2 idle cores: see benchmarks/README.md's
 # Performance section (the sum must stay under 20 minutes; tests/test_datasets.py checks the table's shape).
 TOUR: dict[str, dict] = {
     "01": {"preset": "cpu"},

@@ -1,4 +1,4 @@
-"""The README's claims about the committed `cpu` runs, checked against the committed result files: a claim the
+"""The claims of docs/results.md about the committed `cpu` runs, checked against the committed result files: a claim the
 committed numbers stop supporting fails `make test`.
 
 runs/cpu/metric_bias.csv       scripts/metric_table.py: each estimator between two sets of real digits
@@ -24,7 +24,7 @@ def _read(name: str) -> pd.DataFrame:
 
 
 def test_per_class_fid_is_mostly_bias_at_the_reference_size():
-    """README: between two sets of real digits of one distribution, at the reference's size, the per-class FID
+    """docs/results.md: between two sets of real digits of one distribution, at the reference's size, the per-class FID
     (the old headline) reports several times what the group FID reports; every FID's bias falls with n."""
     b = _read("metric_bias.csv")
     m = b.groupby("n")[["fid_per_class", "fid_full", "gfid"]].mean()
@@ -33,7 +33,7 @@ def test_per_class_fid_is_mostly_bias_at_the_reference_size():
 
 
 def test_stratified_kid_is_unbiased_and_the_iid_one_is_not():
-    """README: on stratified sets the class-stratified KID averages 0 (within 3 standard errors of the mean at
+    """docs/results.md: on stratified sets the class-stratified KID averages 0 (within 3 standard errors of the mean at
     every size) while the i.i.d. KID is negative by more than 5 standard errors at every size."""
     b = _read("metric_bias.csv")
     for n, g in b.groupby("n"):
@@ -47,8 +47,8 @@ def _pairs() -> pd.DataFrame:
 
 
 def test_pfdm_beats_local_only_on_minority_classes_by_every_metric():
-    """README: over five seeds PFDM's minority gain over local-only has a paired 95% interval above 0 and wins in
-    every seed, by the old FID, the group FID and the stratified KID."""
+    """docs/results.md: over five seeds PFDM's minority gain over local-only has a paired 95% interval above 0
+    and wins in every seed, by the old FID, the group FID and the stratified KID."""
     p = _pairs()
     for metric in ("fid_minor", "gfid_minor", "gkid_minor"):
         r = p.loc[("pfdm", "local", metric)]
@@ -63,7 +63,7 @@ def test_pfdm_stays_behind_centralized_and_fedavg_on_minority_classes():
 
 
 def test_old_and_new_fid_agree_on_every_verdict():
-    """README: the old and the new FID agree on which paired differences exclude 0 (12 of 12)."""
+    """docs/results.md: the old and the new FID agree on which paired differences exclude 0 (12 of 12)."""
     p = _pairs().reset_index()
     for (a, b), g in p.groupby(["a", "b"]):
         g = g.set_index("metric")

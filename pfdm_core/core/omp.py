@@ -2,7 +2,7 @@
 
 torch runs one OpenMP thread per core; between two operators its idle threads either spin
 (OpenMP's default) or sleep (`OMP_WAIT_POLICY=PASSIVE`). Measured with benchmarks/bench_threads.py
-on 2 cores (README, Performance): on idle cores spinning is faster (digits UNet step 1.5x, MNIST
+on 2 cores (benchmarks/README.md, Performance): on idle cores spinning is faster (digits UNet step 1.5x, MNIST
 1.25x), because waking a sleeping thread costs more than a small operator; on cores shared with
 other busy processes sleeping is faster (MNIST 1.5-2.6x, digits 10x, 18x in one probe), because a
 spinning thread waits at every barrier for a sibling that the OS has descheduled.

@@ -233,7 +233,7 @@ def download(name: str) -> Path:
     """Fetch MNIST or CIFAR-10 with torchvision into ./data (or $PFDM_DATA); returns the root."""
     fetch = {"mnist": lambda: _mnist(True, True), "cifar10": lambda: load_cifar10(True, True)}
     if name not in fetch:
-        raise ValueError(f"download supports {', '.join(fetch)} (CelebA: see the README), got {name!r}")
+        raise ValueError(f"download supports {', '.join(fetch)} (CelebA: see docs/package.md), got {name!r}")
     root = download_root()
     new = [root / p for p in _DOWNLOADS[name] if not (root / p).exists()]  # what this call may create
     try:

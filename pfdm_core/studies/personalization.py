@@ -82,7 +82,7 @@ RECIPES = {
 # network starts to memorize its few images after 700-900 (0.102 against 0.117 for selected length alone and 0.120
 # for the paper's fixed 800 steps). The 6x budget only matters when the 3x run was still improving at its end (same
 # seed, same trajectory; it was in seed 0: best step 2500). Chosen on validation, never on the test reference; what
-# it buys in minority FID is measured over three seeds in notebook 10 and the README.
+# it buys in minority FID is measured over three seeds in notebook 10 and docs/results.md.
 OUR_RECIPE = "selected (6x budget) + EMA + dropout + weight decay"
 
 
