@@ -75,3 +75,30 @@ def test_old_and_new_fid_agree_on_every_verdict():
 def test_five_seeds_behind_the_old_new_table():
     rows = _read("digits/metric_seeds.csv")
     assert rows.groupby("method").seed.nunique().min() >= 5
+
+
+# ----------------------------------------------------------------------------- notebook 07 (runs/cpu/attacks/)
+def _mia() -> pd.Series:
+    return _read("attacks/mia_seed0.csv").set_index(["model", "attack"]).auc
+
+
+def test_shared_model_far_below_its_control_at_t0_300_and_level_with_it_at_eps_10():
+    """Notebook 07: at t0 = 300 the uploads' noise protects (the non-private model queried at the same steps is
+    wide open); at t0 = 693 (eps = 10) the control itself is near chance, so the shared model's ~0.5 is no evidence."""
+    auc = _mia()
+    for attack in ("loss", "pia"):
+        assert auc["non-private (overfit), steps > 300 (control)", attack] - auc["PFDM shared, t0=300", attack] > 0.2
+        assert abs(auc["non-private (overfit), steps > 693 (control)", attack] - 0.5) < 0.1
+        assert abs(auc["PFDM shared, t0=693", attack] - 0.5) < 0.1
+    assert auc["non-private (overfit)", "loss"] > 0.8 and auc["personal, t0=693 (if published)", "loss"] > 0.8
+
+
+def test_pfdm_samples_copy_more_than_local_only():
+    m = _read("attacks/memorization_seed0.csv").set_index("source").below_threshold
+    assert m["PFDM t0=693 (shared + personal)"] > m["local-only"] > m["held-out real digits (reference)"] == 0
+
+
+def test_audit_below_both_accountants_and_a_real_test_from_t0_693():
+    a = _read("attacks/audit_seed0.csv")
+    assert (a.eps_lb <= a.eps_analytic).all() and (a.eps_analytic <= a.eps_thm51).all()
+    assert a[a.t0 >= 693].can_refute.all() and not a[a.t0 <= 600].can_refute.any()
