@@ -7,10 +7,11 @@ on 2 cores (benchmarks/README.md, Performance): on idle cores spinning is faster
 other busy processes sleeping is faster (MNIST 1.5-2.6x, digits 10x, 18x in one probe), because a
 spinning thread waits at every barrier for a sibling that the OS has descheduled.
 
-So `apply()` (called by pfdm_core/__init__.py) samples how busy the machine is for 0.1 s before
-torch loads and sets PASSIVE when other processes keep at least half a core busy; an explicit
-OMP_WAIT_POLICY in the environment always wins. The choice is fixed for the life of the process
-(OpenMP reads it once), so a notebook kernel decides when it first imports pfdm_core.
+So `apply()` (called by every notebook's first cell, `python -m pfdm_core` and the benchmarks; importing
+pfdm_core does no work) samples how busy the machine is for 0.1 s before torch loads and sets PASSIVE when
+other processes keep at least half a core busy; an explicit OMP_WAIT_POLICY in the environment always wins.
+The choice is fixed for the life of the process (OpenMP reads it once), so a load that appears later meets
+the policy chosen at the start.
 """
 from __future__ import annotations
 

@@ -24,13 +24,13 @@ def set_style() -> None:
                          "legend.frameon": False, "axes.titlesize": 11})
 
 
-def savefig(fig: plt.Figure, name: str, svg: bool = False) -> Path:
-    """Save `fig` as figures/<name>.png (and .svg when asked); returns the PNG path."""
+def savefig(fig: plt.Figure, name: str, svg: bool = False) -> None:
+    """Save `fig` as figures/<name>.png (and .svg when asked). Returns nothing, so that a notebook cell ending
+    with it shows the figure and no path (`figures_dir()` says where it went)."""
     path = figures_dir() / f"{name}.png"
     fig.savefig(path)
     if svg:
         fig.savefig(path.with_suffix(".svg"))
-    return path
 
 
 def tile(x: torch.Tensor, nrow: int = 10, pad: int = 1) -> np.ndarray:
