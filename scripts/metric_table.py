@@ -54,7 +54,7 @@ def bias_rows(preset: str, sizes: list[int], repeats: int, seed: int = 0) -> pd.
     return pd.DataFrame(rows)
 
 
-def plot_bias(df: pd.DataFrame, reference: int) -> Path:
+def plot_bias(df: pd.DataFrame, reference: int) -> None:
     """figures/metric_bias.png: each estimator's value between two sets of real digits, against their size."""
     import matplotlib.pyplot as plt
 
@@ -73,7 +73,7 @@ def plot_bias(df: pd.DataFrame, reference: int) -> Path:
         ax.legend(fontsize=8)
     axes[0].set(ylabel="value when the true distance is 0", yscale="log")
     fig.tight_layout()
-    return savefig(fig, "metric_bias")
+    savefig(fig, "metric_bias")
 
 
 def seed_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
