@@ -5,8 +5,6 @@ smoke runs never overwrite the committed figures), else to figures/ at the repos
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
