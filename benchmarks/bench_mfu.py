@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from bench_unet import train_step  # noqa: E402  (the one timed step of the benchmarks)
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
@@ -48,17 +49,6 @@ def matmul_rate(n: int, repeats: int) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     timing = common.interleaved({"mm": lambda: torch.mm(a, b)}, repeats, warmup=2)
     return 2 * n ** 3 / timing["mm"]["median_s"]
-
-
-def step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer):
-    def step() -> None:
-        t = torch.randint(1, 1001, (len(x),))
-        noise = torch.randn_like(x)
-        loss = F.mse_loss(model(x + noise, t, y), noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return step
 
 
 def model_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
@@ -103,7 +93,8 @@ def main(argv=None) -> dict:
         model = UNet(cfg.net)
         x = torch.randn(batch, cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size)
         y = torch.randint(0, cfg.net.num_classes, (batch,))
-        step = step_fn(model, x, y, torch.optim.Adam(model.parameters(), 1e-4))
+        opt = torch.optim.Adam(model.parameters(), 1e-4)
+        step = lambda m=model, x=x, y=y, o=opt: train_step(m, x, y, o, lambda n, a, t, c: n(a, t, c))  # noqa: E731
         flops = model_flops(model, x, y)
         sec = common.interleaved({"step": step}, repeats, warmup=2)["step"]["median_s"]
         achieved = flops / sec
