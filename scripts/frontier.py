@@ -1,103 +1,92 @@
-"""Privacy-utility frontier: papermill runs of notebook 04 over a grid of eps and heterogeneity.
+"""The privacy-utility frontier (`pfdm_core.studies.frontier`): train the points, then gather, tabulate and plot.
 
-    python scripts/frontier.py                                   # digits, cpu preset, ~1 h on 2 cores
-    python scripts/frontier.py --eps 5 10 20 50 --minority 2 5 --preset cpu --seed 0
+    python scripts/frontier.py                                   # digits, cpu: seeds 0-4, eps 1 5 10 50 200
+    python scripts/frontier.py --seeds 1 --eps 10 200 --threads 1   # one worker of a parallel run
+    python scripts/frontier.py --collect-only --publish          # table + figure from the finished points
 
-Each grid point executes notebooks/04_pfdm_digits.ipynb with papermill (parameters target_epsilon,
-minority_per_class, methods, seeds=[seed], no t0 sweep) into <out>/nb/, its models cached under
-<out>/runs/ (so local-only, which does not depend on eps, is trained once per heterogeneity).
-The rows of every run are gathered in <out>/frontier.csv, and one figure, <out>/frontier.png
-(also figures/frontier_digits.png with --publish), shows client 0's minority classifier FID
-against per-image eps for PFDM, local-only and central DP-SGD (DPDM, `pfdm_core.privacy.dpsgd`: its eps is
-Opacus' add/remove-one accounting at the same target, as DPDM reports it; PFDM's is replace-one).
-DP-SGD dominates the time (~7 min per eps point at cpu); `--methods pfdm local` leaves it out.
+Points run in the order of --eps for each seed (eps outer), so a stopped run has every seed at the first eps;
+each point's CSV is written when it finishes and the models are cached under <out>/seed<s>/, so rerunning resumes.
+--rivals adds FedAvg (once per seed) and DP-SGD at each of --dpsgd-eps. The figure goes to <out>/frontier.png (and
+figures/frontier_<data>.png with --publish), the table to <out>/frontier_table.csv.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-NOTEBOOK = REPO / "notebooks" / "04_pfdm_digits.ipynb"
-
-
-def run_grid(eps_grid: list[float], minority_grid: list[int], preset: str, seed: int, out: Path,
-             methods: list[str]) -> pd.DataFrame:
-    import papermill as pm
-
-    from pfdm_core.experiment import preset_config
-
-    (out / "nb").mkdir(parents=True, exist_ok=True)
-    default_minority = preset_config(preset).split.minority_per_class
-    os.environ.update(PFDM_RUNS=str((out / "runs").resolve()), PFDM_FIGURES=str((out / "figures").resolve()),
-                      PFDM_PRESET=preset)
-    rows = []
-    for minority in minority_grid:
-        for eps in eps_grid:
-            name = f"04_eps{eps:g}_minority{minority}.ipynb"
-            print(f"frontier: eps={eps:g} minority_per_class={minority}", flush=True)
-            pm.execute_notebook(NOTEBOOK, out / "nb" / name, cwd=REPO / "notebooks", progress_bar=False,
-                                parameters=dict(preset=preset, seed=seed, seeds=[seed], methods=methods,
-                                                target_epsilon=eps, sweep_t0s=[], minority_per_class=minority))
-            folder = out / "runs" / preset / ("digits" if minority == default_minority else f"digits_minority{minority}")
-            for r in json.loads((folder / "results.json").read_text())["rows"]:
-                rows.append({**r, "target_eps": eps, "minority_per_class": minority})
-    df = pd.DataFrame(rows)
-    df.to_csv(out / "frontier.csv", index=False)
-    return df
-
-
-def plot(df, path: Path, preset: str, seed: int):
-    import matplotlib.pyplot as plt
-
-    from pfdm_core.evaluation import plotting
-
-    plotting.set_style()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for i, (minority, d) in enumerate(df.groupby("minority_per_class")):
-        color = f"C{i}"
-        pf = d[d.method == "pfdm"].sort_values("target_eps")
-        ax.plot(pf.eps_thm51, pf.fid_minor, "o-", color=color, label=f"PFDM, {minority} per minority class")
-        loc = d[d.method == "local"].fid_minor.mean()
-        ax.axhline(loc, ls=":", color=color, label=f"local-only, {minority} per minority class")
-        for method, marker in (("dpsgd", "s--"),):
-            dp = d[d.method == method].sort_values("target_eps")
-            if len(dp):
-                ax.plot(dp.target_eps, dp.fid_minor, marker, color=color, label=f"DP-SGD, {minority} per minority class")
-    ax.set(xscale="log", xlabel="per-image eps (Theorem 5.1, C = 10, delta = 1e-5)",
-           ylabel="minority classifier FID, client 0 (lower is better)",
-           title=f"Privacy-utility frontier on digits (preset {preset}, seed {seed})")
-    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.savefig(path, bbox_inches="tight")
-    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pfdm_core.core import omp
+
+    omp.apply()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--eps", type=float, nargs="+", default=[5, 10, 20, 50], help="per-image eps grid (> 0)")
-    p.add_argument("--minority", type=int, nargs="+", default=[2, 5], help="images per minority class per client")
+    p.add_argument("--data", default="digits", help="digits | mnist")
     p.add_argument("--preset", default="cpu", help="smoke | cpu | paper")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--methods", nargs="+", default=["pfdm", "local", "dpsgd"])
-    p.add_argument("--out", default=None, help="output folder (default runs/frontier_<preset>)")
-    p.add_argument("--publish", action="store_true", help="also write figures/frontier_digits.png")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--eps", type=float, nargs="+", default=None, help="per-image eps grid (default 1 5 10 50 200)")
+    p.add_argument("--rivals", action="store_true", help="also FedAvg and DP-SGD (at --dpsgd-eps)")
+    p.add_argument("--dpsgd-eps", type=float, nargs="*", default=[], help="DP-SGD's eps values (with --rivals)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--out", default=None, help="folder (default runs/<preset>/frontier_<data>)")
+    p.add_argument("--collect-only", action="store_true", help="no training: table and figure of what is there")
+    p.add_argument("--publish", action="store_true", help="also write figures/frontier_<data>.png")
     args = p.parse_args(argv)
-    if min(args.eps) <= 0 or min(args.minority) < 1:
-        p.error(f"--eps must be > 0 and --minority >= 1, got {args.eps} and {args.minority}")
-    out = Path(args.out or REPO / "runs" / f"frontier_{args.preset}")
-    df = run_grid(args.eps, args.minority, args.preset, args.seed, out, args.methods)
-    plot(df, out / "frontier.png", args.preset, args.seed)
+
+    from pfdm_core.core import presets
+
+    try:
+        preset = presets.resolve(args.preset)
+    except ValueError as e:
+        p.error(str(e))
+    from pfdm_core.studies import frontier as fr
+
+    eps_grid = args.eps or list(fr.EPSILONS)
+    if min(eps_grid) <= 0 or any(e <= 0 for e in args.dpsgd_eps) or min(args.seeds) < 0 or args.threads < 0:
+        p.error(f"--eps and --dpsgd-eps must be > 0, --seeds and --threads >= 0; got {eps_grid}, {args.dpsgd_eps}, "
+                f"{args.seeds}, {args.threads}")
+    if len(set(args.seeds)) != len(args.seeds):
+        p.error(f"--seeds must be distinct, got {args.seeds}")
+    import pandas as pd
+    import torch
+
+    from pfdm_core import experiment
+    from pfdm_core.core import paths
+    from pfdm_core.core.checkpoint import write_text
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = experiment.preset_config(preset, args.data)
+    out = Path(args.out or paths.runs_dir() / preset / f"frontier_{args.data}")
+    if not args.collect_only:
+        for eps in eps_grid:
+            for seed in args.seeds:
+                print(f"frontier: seed {seed}, eps {eps:g} (t0 = {fr.t0_of(cfg, eps)})", flush=True)
+                fr.run_point(cfg, seed, eps, out)
+        if args.rivals:
+            for seed in args.seeds:
+                fr.run_rivals(cfg, seed, out, args.dpsgd_eps)
+    df = fr.collect(out)
+    t = fr.table(df)
+    write_text(out / "frontier_rows.csv", df.to_csv(index=False))
+    write_text(out / "frontier_table.csv", t.to_csv(index=False))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pfdm_core.evaluation import plotting
+
+    plotting.set_style()
+    ax = fr.plot(df, cfg)
+    ax.set_title(f"{args.data}, preset {preset}, seeds {sorted(df.seed.unique().tolist())}")
+    ax.figure.savefig(out / "frontier.png", bbox_inches="tight")
     if args.publish:
-        plot(df, REPO / "figures" / "frontier_digits.png", args.preset, args.seed)
-    cols = ["minority_per_class", "target_eps", "method", "t0", "eps_thm51", "fid_minor", "fid_major"]
-    print(df[cols].round(2).to_string(index=False))
-    print(f"frontier: {out / 'frontier.csv'}, {out / 'frontier.png'}")
+        ax.figure.savefig(REPO / "figures" / f"frontier_{args.data}.png", bbox_inches="tight")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(t.drop(columns=["gfid_major_mean"]).round(2).to_string(index=False))
+    print(f"frontier: {out / 'frontier_table.csv'}, {out / 'frontier.png'}")
     return 0
 
 

@@ -114,3 +114,32 @@ def test_run_study_end_to_end_tuned_and_gap_closed(tmp_path, monkeypatch):
         pz.validation_table(cfg, tmp_path / "study", 0, 401, ["paper"])
     with pytest.raises(ValueError, match="unknown recipe"):
         pz.run_study(cfg, [0], [400], ["nope"], tmp_path / "x", progress=False)
+
+
+def test_warm_start_starts_from_the_shared_weights_and_is_pfdm_only(tmp_path):
+    """The warm-started personal denoiser begins at the shared model's weights (a cold one does not); a warm-start
+    recipe without a shared model, or as a local-only / centralized recipe, is refused."""
+    cfg = tiny()
+    ss = pz.make_study_split(cfg, seed=0)
+    shared = pz.train_shared(cfg, ss, 400, 0, tmp_path, progress=False)
+    start = {}
+    orig = selection.train_selected
+
+    def spy(model, *a, **k):
+        start[k["checkpoint"].stem] = {n: p.detach().clone() for n, p in model.state_dict().items()}
+        return orig(model, *a, **k)
+
+    warm, cold = pz.Recipe(warm_start=True), pz.Recipe()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pz, "train_selected", spy)
+        pz.train_client_model(cfg, ss.clients[0], ss.vals[0], 400, warm, 0, tmp_path / "warm.pt", False, init=shared)
+        pz.train_client_model(cfg, ss.clients[0], ss.vals[0], 400, cold, 0, tmp_path / "cold.pt", False)
+    ref = shared.state_dict()
+    assert all(torch.equal(start["warm"][n], ref[n]) for n in ref)
+    assert not all(torch.equal(start["cold"][n], ref[n]) for n in ref)
+    with pytest.raises(ValueError, match="needs init"):
+        pz.train_client_model(cfg, ss.clients[0], ss.vals[0], 400, warm, 0, tmp_path / "w2.pt", False)
+    with pytest.raises(ValueError, match="not a centralized recipe"):
+        pz.train_central(cfg, ss, warm, 0, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="not a local-only recipe"):
+        pz.run_study(cfg, [0], [400], ["paper"], tmp_path / "s", local_recipes=[pz.WARM_RECIPE], progress=False)

@@ -59,6 +59,7 @@ class Recipe:
     p_uncond: float = 0.0  # label dropout (trains the unconditional model for guidance)
     guidance: float = 0.0  # classifier-free guidance weight at sampling (needs p_uncond > 0)
     augment: bool = False  # +-1 pixel shifts of the client's images (9x the data)
+    warm_start: bool = False  # PFDM only: the personal denoiser starts from the shared model's weights
 
 
 RECIPES = {
@@ -74,7 +75,12 @@ RECIPES = {
                                                       weight_decay=1e-4),
     "selected (6x budget) + EMA + dropout + weight decay": Recipe(budget=6, select=True, ema_decay=0.995,
                                                                   dropout=0.1, weight_decay=1e-4),
+    # beyond the paper: the personal denoiser warm-started from the shared model (its weights are public to the
+    # client: post-processing of the uploads), then trained on steps 1..t0 with our recipe's regularisation
+    "warm start + selected (6x budget) + EMA + dropout + weight decay": Recipe(
+        budget=6, select=True, ema_decay=0.995, dropout=0.1, weight_decay=1e-4, warm_start=True),
 }
+WARM_RECIPE = "warm start + selected (6x budget) + EMA + dropout + weight decay"
 
 # The study's default (notebook 10, digits, preset cpu, seed 0, eps = 10 per image -> t0 = 675): the recipe whose
 # personal denoiser reached the lowest validation loss on client 0's held-out images. EMA, dropout and weight decay
@@ -120,9 +126,12 @@ def _config(cfg: ExperimentConfig, recipe: Recipe, seed: int) -> TrainConfig:
 
 
 def train_client_model(cfg: ExperimentConfig, data: Dataset, val: Dataset, t_hi: int, recipe: Recipe, seed: int,
-                       path: Path, progress: bool = True) -> tuple[nn.Module, int, float]:
+                       path: Path, progress: bool = True, init: nn.Module | None = None) -> tuple[nn.Module, int, float]:
     """A client model on steps 1..t_hi (t_hi = T: local-only; t0: PFDM's personal denoiser), trained by
-    `recipe` on `data`, selected on `val`. Returns (model, steps used, its validation loss)."""
+    `recipe` on `data`, selected on `val`; `init`: the weights it starts from (a recipe with warm_start needs
+    it: the shared model). Returns (model, steps used, its validation loss)."""
+    if recipe.warm_start and init is None:
+        raise ValueError("a warm_start recipe needs init (the shared model); it is defined for PFDM only")
     sched = Schedule(cfg.T)
     # the personal denoiser sees the data clipped as uploaded
     train_set = Dataset(clip(data.x, cfg.privacy.clip_norm) if t_hi < cfg.T else data.x, data.y)
@@ -130,7 +139,10 @@ def train_client_model(cfg: ExperimentConfig, data: Dataset, val: Dataset, t_hi:
         train_set = shift_augment(train_set)
     vl = ValidationLoss(sched, val.x, val.y, 1, t_hi, draws=32, seed=seed)
     tc = _config(cfg, recipe, seed)
-    res = train_selected(_model(cfg, recipe, seed), sched, train_set.x, train_set.y, 1, t_hi, vl, config=tc,
+    model = _model(cfg, recipe, seed)
+    if recipe.warm_start:
+        model.load_state_dict(init.state_dict())
+    res = train_selected(model, sched, train_set.x, train_set.y, 1, t_hi, vl, config=tc,
                          every=max(1, cfg.train.steps // 8) if recipe.select else tc.steps,
                          patience=recipe.patience if recipe.select else 0, checkpoint=path, progress=progress, desc=f"{path.stem}")
     return res.model, res.best_step, min((loss for _, loss in res.curve), default=float("nan"))
@@ -150,6 +162,8 @@ def train_shared(cfg: ExperimentConfig, ss: StudySplit, t0: int, seed: int, fold
 def train_central(cfg: ExperimentConfig, ss: StudySplit, recipe: Recipe, seed: int, folder: Path,
                   progress: bool = True) -> tuple[nn.Module, int, float]:
     """Centralized (raw data, no privacy), selected on the pooled hold-outs."""
+    if recipe.warm_start:
+        raise ValueError("a warm_start recipe starts from PFDM's shared model: not a centralized recipe")
     return train_client_model(cfg, union(ss.clients), union(ss.vals), cfg.T, recipe, seed,
                               folder / f"central_{_slug(recipe)}.pt", progress)
 
@@ -179,12 +193,13 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
     one row each, with the model's validation loss. By default every method gets the same recipe search
     (`recipes`), so that `tuned` can pick each method's recipe by the same rule. Models are checkpointed under
     out/seed<s>/ and reused by reruns; the rows go to out/<name>.csv and the samples to out/<name>_samples.pt,
-    keyed (seed, method, recipe, t0)."""
-    local_recipes = list(recipes) if local_recipes is None else list(local_recipes)
-    central_recipes = list(recipes) if central_recipes is None else list(central_recipes)
-    unknown = [r for r in (*recipes, *local_recipes, *central_recipes) if r not in RECIPES]
+    keyed (seed, method, recipe, t0). A warm-start recipe is PFDM's only: the baselines search the others."""
+    unknown = [r for r in (*recipes, *(local_recipes or ()), *(central_recipes or ())) if r not in RECIPES]
     if unknown:
         raise ValueError(f"unknown recipe(s) {unknown}; allowed: {list(RECIPES)}")
+    baseline_recipes = [r for r in recipes if not RECIPES[r].warm_start]  # a warm start needs PFDM's shared model
+    local_recipes = baseline_recipes if local_recipes is None else list(local_recipes)
+    central_recipes = baseline_recipes if central_recipes is None else list(central_recipes)
     sched, K = Schedule(cfg.T), cfg.net.num_classes
     y = torch.arange(K).repeat_interleave(cfg.eval.n_per_class)
     shape = (len(y), cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size)
@@ -197,6 +212,8 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
         models: list[tuple[dict, nn.Module | tuple]] = []
         for rname in local_recipes:
             r = RECIPES[rname]
+            if r.warm_start:
+                raise ValueError(f"recipe {rname!r} warm-starts from PFDM's shared model: not a local-only recipe")
             m, used, vloss = train_client_model(cfg, me, val, cfg.T, r, seed, folder / f"local_{_slug(r)}.pt", progress)
             models.append(({"method": "local", "recipe": rname, "t0": None, "steps_used": used,
                             "validation_loss": vloss}, m))
@@ -209,7 +226,8 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
             for rname in recipes:
                 r = RECIPES[rname]
                 p, used, vloss = train_client_model(cfg, me, val, t0, r, seed,
-                                                    folder / f"{_personal_name(cfg, t0, rname)}.pt", progress)
+                                                    folder / f"{_personal_name(cfg, t0, rname)}.pt", progress,
+                                                    init=shared if r.warm_start else None)
                 models.append(({"method": "pfdm", "recipe": rname, "t0": t0, "steps_used": used, "validation_loss": vloss,
                                 "eps_analytic": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta, "analytic"),
                                 "eps_thm51": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta)}, (shared, p, r.guidance)))
@@ -288,5 +306,5 @@ def gap_closed(df: pd.DataFrame, key: str = "fid_minor", local: str = "tuned") -
                          "gap_closed_std": g.gap_closed.std(ddof=1), "seeds": g.size()}).reset_index()
 
 
-__all__ = ["OUR_RECIPE", "RECIPES", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "personal_curves", "run_study",
+__all__ = ["OUR_RECIPE", "RECIPES", "WARM_RECIPE", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "personal_curves", "run_study",
            "shift_augment", "train_central", "train_client_model", "train_shared", "tuned", "validation_table"]

@@ -1,0 +1,188 @@
+"""The privacy-utility frontier (beyond the paper): client 0's minority-class quality against the eps of its upload.
+
+For each seed and each per-image eps (analytic Gaussian accountant, C and delta of the preset; t0 is the smallest
+step that reaches it) one `personalization.run_study` point on the study's split (each client's training part; its
+stratified hold-out picks every model's training length):
+
+* local-only and centralized, each TUNED by the same rule as PFDM's recipe (the lowest validation loss among
+  `TUNE_RECIPES`): flat lines, they do not depend on eps;
+* PFDM with the paper's recipe, with our recipe (`personalization.OUR_RECIPE`) and with our recipe warm-started from
+  the shared model's weights (`personalization.WARM_RECIPE`, beyond the paper), and "pfdm tuned": the PFDM recipe
+  with the lowest validation loss at that (seed, eps);
+* the rivals on the same training parts: FedAvg (no formal privacy, a reference line) and, with `dpsgd=True`,
+  central DP-SGD at the same eps (its eps is add/remove-one over the pooled images; PFDM's is replace-one per image).
+
+Every row carries the group metrics (`gfid_*`, `gkid_*`) and the near-copies of its minority samples among client 0's
+training images (`attacks.memorization`). `table` reduces the rows to mean ± std per (eps, method) with the fraction
+of the tuned local -> centralized gap closed and the paired 95% interval of (local - method). Models are cached under
+out/seed<s>/ (reruns load them); one CSV per point, so a stopped run keeps what it finished.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import t as student_t
+
+from pfdm_core import experiment
+from pfdm_core.attacks.memorization import memorization
+from pfdm_core.core.checkpoint import write_text
+from pfdm_core.evaluation import metrics
+from pfdm_core.privacy.mechanism import epsilon
+from pfdm_core.studies import personalization as pz
+
+EPSILONS = (1, 5, 10, 50, 200)  # per image
+PFDM_RECIPES = ("paper", pz.OUR_RECIPE, pz.WARM_RECIPE)
+TUNE_RECIPES = ("selected", pz.OUR_RECIPE)  # local-only's and centralized's search
+KEY = "gfid_minor"  # the headline: group FID of the minority classes (lower is better)
+ACCOUNTANT = "analytic"
+
+
+def t0_of(cfg: experiment.ExperimentConfig, eps: float) -> int:
+    return experiment.t0_for(eps, cfg, ACCOUNTANT)
+
+
+def _near_copies(out: Path, name: str, df: pd.DataFrame, cfg: experiment.ExperimentConfig, seed: int) -> pd.DataFrame:
+    """Near-copies (of client cfg.eval.client's training part) among each row's minority samples."""
+    samples = torch.load(Path(out) / f"{name}_samples.pt", weights_only=False)
+    me = pz.make_study_split(cfg, seed).clients[cfg.eval.client]
+    y = torch.arange(cfg.net.num_classes).repeat_interleave(cfg.eval.n_per_class)
+    minor = torch.isin(y, torch.as_tensor(sorted(_minority(cfg))))
+    counts = []
+    for r in df.itertuples():
+        t0 = None if pd.isna(r.t0) else r.t0
+        fake = samples[(r.seed, r.method, r.recipe, t0)]
+        counts.append(memorization(fake[minor], me.x).count)
+    return df.assign(near_copies_minor=counts, n_minor_samples=int(minor.sum()))
+
+
+def _minority(cfg: experiment.ExperimentConfig) -> set[int]:
+    from pfdm_core.data.partition import client_classes
+
+    _, minority = client_classes(cfg.eval.client, cfg.split.num_clients, cfg.net.num_classes)
+    return set(int(c) for c in minority)
+
+
+def run_point(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Path, progress: bool = True) -> pd.DataFrame:
+    """local / central (tuned), PFDM (each recipe) at the t0 of `eps`; written to out/point_seed<s>_eps<e>.csv."""
+    t0 = t0_of(cfg, eps)
+    name = f"point_seed{seed}_eps{eps:g}"
+    df = pz.run_study(cfg, [seed], [t0], PFDM_RECIPES, out, local_recipes=TUNE_RECIPES,
+                      central_recipes=TUNE_RECIPES, progress=progress, name=name)
+    df = _near_copies(out, name, df, cfg, seed).assign(eps=eps)
+    write_text(Path(out) / f"{name}.csv", df.to_csv(index=False))
+    return df
+
+
+def run_rivals(cfg: experiment.ExperimentConfig, seed: int, out: Path, epsilons: Sequence[float] = (),
+               progress: bool = True) -> pd.DataFrame:
+    """FedAvg (no eps) and DP-SGD at each of `epsilons`, trained on the study's training parts, evaluated as the
+    study's rows; written to out/rivals_seed<s>.csv."""
+    ss = pz.make_study_split(cfg, seed)
+    split = experiment.Split(ss.clients, ss.test, ss.pool)
+    folder = Path(out) / f"seed{seed}"
+    clf = experiment.metric_classifier(cfg, split, seed)
+    ref, pca = metrics.embed(clf, ss.test.x), experiment.metric_pca(clf, split)
+    y = torch.arange(cfg.net.num_classes).repeat_interleave(cfg.eval.n_per_class)
+    me = ss.clients[cfg.eval.client]
+    minor = torch.isin(y, torch.as_tensor(sorted(_minority(cfg))))
+    rows = []
+    for method, eps in [("fedavg", None), *[("dpsgd", e) for e in epsilons]]:
+        c = cfg if eps is None else cfg.override(dp_eps=float(eps))
+        info: dict = {}
+        models = experiment.train_method(method, c, split, seed, None, folder, progress, info)
+        fake = experiment.sample_method(method, models, c, y, None, seed)
+        rows.append({"seed": seed, "method": method, "recipe": "budget", "t0": None, "eps": eps, **info,
+                     **pz.evaluate(c, ss, clf, fake, y, ref, pca),
+                     "near_copies_minor": memorization(fake[minor], me.x).count, "n_minor_samples": int(minor.sum())})
+    df = pd.DataFrame(rows)
+    write_text(Path(out) / f"rivals_seed{seed}.csv", df.to_csv(index=False))
+    return df
+
+
+def collect(out: Path) -> pd.DataFrame:
+    """Every finished point and rival row under `out`, one frame; PFDM's tuned row added per (seed, eps)."""
+    parts = [pd.read_csv(p) for p in sorted(Path(out).glob("point_seed*_eps*.csv"))]
+    if not parts:
+        raise FileNotFoundError(f"no frontier points under {out}: run run_point first")
+    df = pd.concat(parts, ignore_index=True)
+    p = df[df.method == "pfdm"]
+    best = p.loc[p.groupby(["seed", "eps"]).validation_loss.idxmin()].assign(method="pfdm tuned")
+    # local-only and centralized do not depend on eps: one tuned row per seed (the lowest validation loss)
+    base = df[df.method.isin(["local", "central"])].drop_duplicates(["seed", "method", "recipe"])
+    base = base.loc[base.groupby(["seed", "method"]).validation_loss.idxmin()].assign(eps=np.nan)
+    rivals = [pd.read_csv(p) for p in sorted(Path(out).glob("rivals_seed*.csv"))]
+    return pd.concat([base, p, best, *rivals], ignore_index=True)
+
+
+def _interval(d: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    m = float(np.mean(d))
+    if len(d) < 2:
+        return m, math.nan, math.nan
+    h = float(student_t.ppf((1 + level) / 2, len(d) - 1) * np.std(d, ddof=1) / math.sqrt(len(d)))
+    return m, m - h, m + h
+
+
+def table(df: pd.DataFrame, key: str = KEY) -> pd.DataFrame:
+    """Per (eps, method, recipe): mean ± std of `key` over seeds, the gap closed (local - x) / (local - central)
+    with its 95% t-interval over seeds, the paired difference local - x with its interval, near-copies."""
+    loc = df[df.method == "local"].set_index("seed")[key]
+    cen = df[df.method == "central"].set_index("seed")[key]
+    rows = []
+    for (eps, method, recipe), g in df.groupby([df.eps.fillna(-1), "method", "recipe"], sort=False):
+        s = g.set_index("seed")[key].dropna()
+        seeds = s.index.intersection(loc.index).intersection(cen.index)
+        diff = (loc[seeds] - s[seeds]).to_numpy()
+        gap = ((loc[seeds] - s[seeds]) / (loc[seeds] - cen[seeds])).to_numpy()
+        d, dlo, dhi = _interval(diff) if len(diff) else (math.nan,) * 3
+        gm, glo, ghi = _interval(gap) if len(gap) else (math.nan,) * 3
+        rows.append({"eps": None if eps == -1 else eps, "method": method, "recipe": recipe,
+                     "t0": g.t0.iloc[0] if "t0" in g and not pd.isna(g.t0.iloc[0]) else None,
+                     f"{key}_mean": s.mean(), f"{key}_std": s.std(ddof=1), "gfid_major_mean": g.gfid_major.mean(),
+                     "local_minus_mean": d, "local_minus_lo": dlo, "local_minus_hi": dhi,
+                     "gap_closed_mean": gm, "gap_closed_lo": glo, "gap_closed_hi": ghi,
+                     "near_copies_minor_mean": g.near_copies_minor.mean(), "steps_used_mean": g.steps_used.mean()
+                     if "steps_used" in g else math.nan, "seeds": len(s)})
+    return pd.DataFrame(rows)
+
+
+def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=None):
+    """`key` against per-image eps (per-pixel eps on the top axis): PFDM's recipes and DP-SGD as curves with the
+    std over seeds, tuned local-only, centralized and FedAvg as flat lines."""
+    import matplotlib.pyplot as plt
+
+    from pfdm_core.core.schedule import Schedule
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4.2))
+    curves = [("pfdm", "paper", "PFDM, the paper's recipe"), ("pfdm", pz.OUR_RECIPE, "PFDM, our recipe"),
+              ("pfdm", pz.WARM_RECIPE, "PFDM, our recipe warm-started"), ("dpsgd", "budget", "DP-SGD (central)")]
+    for i, (method, recipe, label) in enumerate(curves):
+        d = df[(df.method == method) & (df.recipe == recipe)].groupby("eps")[key].agg(["mean", "std"]).reset_index()
+        if len(d):
+            ax.errorbar(d.eps, d["mean"], yerr=d["std"].fillna(0), fmt="o-", capsize=3, color=f"C{i}", label=label)
+    for method, ls, label in (("local", "--", "local-only (tuned)"), ("central", ":", "centralized (tuned)"),
+                              ("fedavg", "-.", "FedAvg (no formal privacy)")):
+        v = df[df.method == method][key]
+        if len(v):
+            ax.axhline(v.mean(), ls=ls, color="k" if method != "fedavg" else "C7", label=f"{label}, {len(v)} seeds")
+    eps = sorted(df.eps.dropna().unique())
+    ax.set(xscale="log", xticks=eps, xticklabels=[f"{e:g}" for e in eps],
+           xlabel=f"per-image eps of the upload ({ACCOUNTANT} accountant, C = {cfg.privacy.clip_norm:g}, "
+                  f"delta = {cfg.privacy.delta:g})", ylabel=f"{key}, client 0 (lower is better)")
+    ax.minorticks_off()
+    sched = Schedule(cfg.T)
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(eps, [f"{epsilon(t0_of(cfg, e), sched, delta=cfg.privacy.delta, accountant=ACCOUNTANT, unit='per-pixel'):.2g}"
+                         for e in eps])
+    top.set_xlabel("the same uploads in the paper's per-pixel unit")
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return ax
+
+
+__all__ = ["ACCOUNTANT", "EPSILONS", "KEY", "PFDM_RECIPES", "TUNE_RECIPES", "collect", "plot", "run_point",
+           "run_rivals", "t0_of", "table"]

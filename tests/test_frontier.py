@@ -1,0 +1,61 @@
+"""The frontier study (pfdm_core.studies.frontier): a point trains tuned baselines and PFDM's recipes at the t0 of
+its eps, rows carry near-copies, `collect` adds PFDM's tuned row, `table` computes the gap and the paired interval."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pfdm_core.core.nets import UNetConfig
+from pfdm_core.core.train import TrainConfig
+from pfdm_core.experiment import preset_config, t0_for
+from pfdm_core.studies import frontier as fr
+from pfdm_core.studies import personalization as pz
+
+
+def tiny():
+    return preset_config("smoke", majority_per_class=8, minority_per_class=3, n_per_class=4, classifier_epochs=1,
+                         ddim_steps=4, net=UNetConfig(base_channels=8), train=TrainConfig(steps=4, batch_size=8, lr=1e-3))
+
+
+def test_point_and_collect(tmp_path, monkeypatch):
+    monkeypatch.setenv("PFDM_RUNS", str(tmp_path / "runs"))
+    cfg = tiny()
+    df = fr.run_point(cfg, 0, 10, tmp_path / "f", progress=False)
+    assert fr.t0_of(cfg, 10) == t0_for(10, cfg, "analytic") == int(df[df.method == "pfdm"].t0.iloc[0])
+    assert set(zip(df.method, df.recipe)) == ({("pfdm", r) for r in fr.PFDM_RECIPES}
+                                              | {(m, r) for m in ("local", "central") for r in fr.TUNE_RECIPES})
+    assert (df.near_copies_minor >= 0).all() and (df.n_minor_samples == 5 * cfg.eval.n_per_class).all()
+    assert (tmp_path / "f" / "point_seed0_eps10.csv").exists()
+    rows = fr.collect(tmp_path / "f")
+    tuned = rows[rows.method == "pfdm tuned"]
+    pf = df[df.method == "pfdm"]
+    assert len(tuned) == 1 and tuned.validation_loss.item() == pf.validation_loss.min()
+    assert rows[rows.method == "local"].eps.isna().all() and len(rows[rows.method == "local"]) == 1
+    with pytest.raises(FileNotFoundError, match="no frontier points"):
+        fr.collect(tmp_path / "empty")
+
+
+def test_table_gap_and_paired_interval():
+    """Known numbers: local 10, central 4 in every seed; a method at 7 +- 1 closes half the gap."""
+    rows = []
+    for s, v in zip(range(3), (6.0, 7.0, 8.0)):
+        rows += [dict(seed=s, method="local", recipe="a", eps=np.nan, t0=np.nan, gfid_minor=10.0, gfid_major=1.0,
+                      near_copies_minor=1, steps_used=10),
+                 dict(seed=s, method="central", recipe="a", eps=np.nan, t0=np.nan, gfid_minor=4.0, gfid_major=1.0,
+                      near_copies_minor=0, steps_used=10),
+                 dict(seed=s, method="pfdm", recipe="b", eps=10.0, t0=675, gfid_minor=v, gfid_major=1.0,
+                      near_copies_minor=s, steps_used=10)]
+    t = fr.table(pd.DataFrame(rows)).set_index("method")
+    p = t.loc["pfdm"]
+    assert p.gfid_minor_mean == pytest.approx(7.0) and p.gap_closed_mean == pytest.approx(0.5)
+    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
+    assert (p.local_minus_lo, p.local_minus_hi) == pytest.approx((3 - half, 3 + half))
+    assert (p.gap_closed_lo, p.gap_closed_hi) == pytest.approx(((3 - half) / 6, (3 + half) / 6))
+    assert t.loc["local"].gap_closed_mean == 0 and t.loc["central"].gap_closed_mean == 1
+    assert p.near_copies_minor_mean == 1 and p.seeds == 3
+
+
+def test_recipes_are_known():
+    assert set(fr.PFDM_RECIPES) | set(fr.TUNE_RECIPES) <= set(pz.RECIPES)
+    assert pz.RECIPES[pz.WARM_RECIPE].warm_start and not any(pz.RECIPES[r].warm_start for r in fr.TUNE_RECIPES)
