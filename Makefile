@@ -4,7 +4,7 @@
 #                scripts/rerun.py TOUR) -> runs/default/; a second call reuses the models trained there
 #   make test  - create .venv if needed, unit tests + every notebook under nbval (smoke preset)
 #   make rerun PRESET=cpu - every notebook at one preset into runs/<preset>/ with a summary.json
-#   make frontier - privacy-utility frontier on digits (papermill grid of notebook 04)
+#   make frontier - privacy-utility frontier on digits (scripts/frontier.py: seeds 0-4 x eps 1..200, hours at cpu)
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python

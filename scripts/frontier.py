@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eps", type=float, nargs="+", default=None, help="per-image eps grid (default 1 5 10 50 200)")
     p.add_argument("--rivals", action="store_true", help="also FedAvg and DP-SGD (at --dpsgd-eps)")
     p.add_argument("--dpsgd-eps", type=float, nargs="*", default=[], help="DP-SGD's eps values (with --rivals)")
+    p.add_argument("--membership", action="store_true",
+                   help="also the loss attack on the published models of each point (after training it)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", default=None, help="folder (default runs/<preset>/frontier_<data>)")
     p.add_argument("--collect-only", action="store_true", help="no training: table and figure of what is there")
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             for seed in args.seeds:
                 print(f"frontier: seed {seed}, eps {eps:g} (t0 = {fr.t0_of(cfg, eps)})", flush=True)
                 fr.run_point(cfg, seed, eps, out)
+                if args.membership:
+                    fr.membership(cfg, seed, eps, out)
         if args.rivals:
             for seed in args.seeds:
                 fr.run_rivals(cfg, seed, out, args.dpsgd_eps)

@@ -34,6 +34,23 @@ def test_point_and_collect(tmp_path, monkeypatch):
     assert rows[rows.method == "local"].eps.isna().all() and len(rows[rows.method == "local"]) == 1
     with pytest.raises(FileNotFoundError, match="no frontier points"):
         fr.collect(tmp_path / "empty")
+    mia = fr.membership(cfg, 0, 10, tmp_path / "f")  # loads the point's models
+    assert set(zip(mia.method, mia.recipe)) == ({("pfdm", r) for r in fr.PFDM_RECIPES}
+                                                | {("local", r) for r in fr.TUNE_RECIPES})
+    assert mia.mia_auc.between(0, 1).all() and mia.mia_tpr_1pct.between(0, 1).all()
+    assert (tmp_path / "f" / "membership_seed0_eps10.csv").exists()
+
+
+def test_matched_members_have_equal_class_counts():
+    import torch
+
+    from pfdm_core.data.small import Dataset
+
+    m = Dataset(torch.zeros(13, 1, 2, 2), torch.tensor([0] * 10 + [1] * 3))
+    n = Dataset(torch.ones(9, 1, 2, 2), torch.tensor([0] * 4 + [1] * 5))
+    a, b = fr.matched_members(m, n, seed=0)
+    assert a.y.bincount().tolist() == b.y.bincount().tolist() == [4, 3]
+    assert (a.x == 0).all() and (b.x == 1).all()
 
 
 def test_table_gap_and_paired_interval():

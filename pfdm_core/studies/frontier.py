@@ -29,8 +29,12 @@ import torch
 from scipy.stats import t as student_t
 
 from pfdm_core import experiment
+from pfdm_core.attacks.common import EpsFn
+from pfdm_core.attacks.membership import membership_inference
 from pfdm_core.attacks.memorization import memorization
 from pfdm_core.core.checkpoint import write_text
+from pfdm_core.core.schedule import Schedule
+from pfdm_core.data.small import Dataset
 from pfdm_core.evaluation import metrics
 from pfdm_core.privacy.mechanism import epsilon
 from pfdm_core.studies import personalization as pz
@@ -101,6 +105,50 @@ def run_rivals(cfg: experiment.ExperimentConfig, seed: int, out: Path, epsilons:
                      "near_copies_minor": memorization(fake[minor], me.x).count, "n_minor_samples": int(minor.sum())})
     df = pd.DataFrame(rows)
     write_text(Path(out) / f"rivals_seed{seed}.csv", df.to_csv(index=False))
+    return df
+
+
+def matched_members(members: Dataset, nonmembers: Dataset, seed: int) -> tuple[Dataset, Dataset]:
+    """Members and non-members with the same count per class (min of the two, random subsets): a membership attack
+    then cannot win by telling well-learned classes from rare ones."""
+    g = torch.Generator().manual_seed(seed)
+    idx_m, idx_n = [], []
+    for c in sorted(set(members.y.tolist()) & set(nonmembers.y.tolist())):
+        im, inn = (members.y == c).nonzero().flatten(), (nonmembers.y == c).nonzero().flatten()
+        k = min(len(im), len(inn))
+        idx_m.append(im[torch.randperm(len(im), generator=g)[:k]])
+        idx_n.append(inn[torch.randperm(len(inn), generator=g)[:k]])
+    return members.subset(torch.cat(idx_m)), nonmembers.subset(torch.cat(idx_n))
+
+
+def membership(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Path) -> pd.DataFrame:
+    """The privacy of what client cfg.eval.client publishes: the loss attack (AUC, TPR at 1% FPR) on its
+    local-only models and on PFDM's chain (shared + personal, as `pfdm_sample` runs it) of each recipe, members =
+    its training part, non-members = held-out test images, matched per class. Loads the point's cached models
+    (run `run_point` first); written to out/membership_seed<s>_eps<e>.csv."""
+    ss = pz.make_study_split(cfg, seed)
+    me, val = ss.clients[cfg.eval.client], ss.vals[cfg.eval.client]
+    members, nonmembers = matched_members(me, ss.test, seed)
+    sched, t0, folder = Schedule(cfg.T), t0_of(cfg, eps), Path(out) / f"seed{seed}"
+    shared = pz.train_shared(cfg, ss, t0, seed, folder, progress=False)
+    rows = []
+    for method, recipes in (("local", TUNE_RECIPES), ("pfdm", PFDM_RECIPES)):
+        for name in recipes:
+            r = pz.RECIPES[name]
+            if method == "local":
+                path = folder / f"local_{pz._slug(r)}.pt"
+                model, _, _ = pz.train_client_model(cfg, me, val, cfg.T, r, seed, path, progress=False)
+                fn = EpsFn.of(model, sched)
+            else:
+                path = folder / f"{pz._personal_name(cfg, t0, name)}.pt"
+                model, _, _ = pz.train_client_model(cfg, me, val, t0, r, seed, path, progress=False,
+                                                    init=shared if r.warm_start else None)
+                fn = EpsFn.pfdm(shared, model, sched, t0)
+            res = membership_inference("loss", fn, members.x, nonmembers.x, members.y, nonmembers.y, seed=seed)
+            rows.append({"seed": seed, "eps": eps, "t0": t0 if method == "pfdm" else None, "method": method,
+                         "recipe": name, "mia_auc": res.auc, "mia_tpr_1pct": res.tpr_1pct, "n_members": len(members)})
+    df = pd.DataFrame(rows)
+    write_text(Path(out) / f"membership_seed{seed}_eps{eps:g}.csv", df.to_csv(index=False))
     return df
 
 
@@ -184,5 +232,5 @@ def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=
     return ax
 
 
-__all__ = ["ACCOUNTANT", "EPSILONS", "KEY", "PFDM_RECIPES", "TUNE_RECIPES", "collect", "plot", "run_point",
-           "run_rivals", "t0_of", "table"]
+__all__ = ["ACCOUNTANT", "EPSILONS", "KEY", "PFDM_RECIPES", "TUNE_RECIPES", "collect", "matched_members",
+           "membership", "plot", "run_point", "run_rivals", "t0_of", "table"]
