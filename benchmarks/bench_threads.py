@@ -20,6 +20,9 @@ from pathlib import Path
 
 CANDIDATES = {"OpenMP default (N threads, idle ones spin)": {"threads": 0, "policy": None},
               "N threads, OMP_WAIT_POLICY=PASSIVE": {"threads": 0, "policy": "PASSIVE"},
+              # a short spin (libgomp's GOMP_SPINCOUNT, default 300000): a candidate policy that is neither
+              # catastrophic when a load appears nor slow on idle cores (measured, not yet adopted: benchmarks/README.md)
+              "N threads, GOMP_SPINCOUNT=1000": {"threads": 0, "policy": None, "spin": "1000"},
               "1 thread": {"threads": 1, "policy": None}}
 
 
@@ -57,9 +60,11 @@ def measure(data: str, batch: int, steps: int, repeats: int) -> dict[str, list[f
     runs: dict[str, list[float]] = {k: [] for k in CANDIDATES}
     for _ in range(repeats):
         for name, c in CANDIDATES.items():
-            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
             if c["policy"]:
                 env["OMP_WAIT_POLICY"] = c["policy"]
+            if c.get("spin"):
+                env["GOMP_SPINCOUNT"] = c["spin"]
             out = subprocess.run([sys.executable, __file__, "--worker", str(c["threads"]), str(steps), str(batch), data],
                                  env=env, capture_output=True, text=True, check=True).stdout
             runs[name].append(json.loads(out.strip().splitlines()[-1])["s_per_step"])
@@ -94,7 +99,8 @@ def main(argv=None) -> dict:
                     rows.append({"condition": condition, "busy_cores": round(busy, 2), "data": data, "batch": batch,
                                  "setting": k, "median_s_per_step": statistics.median(v),
                                  "speedup_vs_default": ref / statistics.median(v), "runs_s": v})
-                picked = next(k for k, c in CANDIDATES.items() if c["threads"] == 0 and c["policy"] == picks)
+                picked = next(k for k, c in CANDIDATES.items()
+                              if c["threads"] == 0 and c["policy"] == picks and not c.get("spin"))
                 rows.append({**{k: rows[-1][k] for k in ("condition", "busy_cores", "data", "batch")},
                              "setting": f"pfdm_core picks: {picked}",
                              "median_s_per_step": statistics.median(runs[picked]),
