@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         pat = re.compile(rf"(<!-- {name}:begin -->\n)(.*?)(<!-- {name}:end -->)", re.S)
         if not pat.search(new):
             raise SystemExit(f"{DOC}: no block <!-- {name}:begin --> ... <!-- {name}:end -->")
-        new = pat.sub(lambda m: m.group(1) + make() + m.group(3), new)
+        block = make()
+        new = pat.sub(lambda m, block=block: m.group(1) + block + m.group(3), new)
     if args.check:
         if new != text:
             print(f"{DOC} differs from the result files: run python scripts/doc_tables.py")
