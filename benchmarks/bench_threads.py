@@ -3,9 +3,10 @@ vs one thread, on the digits and MNIST `cpu` UNets, on the cores as found and wi
 
 Each candidate is a fresh process (the OpenMP policy is fixed when torch loads) that times a few
 training steps (forward + backward + Adam); candidates are interleaved and repeated, and each
-median is reported as a ratio to OpenMP's default in the same condition. Two conditions: the
-machine as found (its load average is recorded) and with `--busy` (default 2) processes spinning
-on the cores, started by the benchmark, as when other jobs share the machine. The row "pfdm_core
+median is reported as a ratio to OpenMP's default in the same condition. Three conditions: the
+machine as found (its load average is recorded), with `--busy` (default 2) processes spinning
+on the cores, started by the benchmark, as when other jobs share the machine, and one busy process
+that appears halfway through a run (each setting's slowdown after / before it appears). The row "pfdm_core
 picks" is what pfdm_core/omp.py would choose in that condition (its measured busy cores). Writes
 runs/bench/threads.json.
 """
@@ -26,7 +27,9 @@ CANDIDATES = {"OpenMP default (N threads, idle ones spin)": {"threads": 0, "poli
               "1 thread": {"threads": 1, "policy": None}}
 
 
-def worker(threads: int, steps: int, batch: int, data: str = "mnist") -> None:
+def worker(threads: int, steps: int, batch: int, data: str = "mnist", midrun: int = 0) -> None:
+    """Print the median seconds per training step; with `midrun` > 0, that many CPU-bound processes start halfway
+    through the steps (a load that appears mid-run) and the medians before and after are printed too."""
     import time
 
     import torch
@@ -44,20 +47,30 @@ def worker(threads: int, steps: int, batch: int, data: str = "mnist") -> None:
     model, sched = UNet(net), Schedule(1000)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     x, y = torch.randn(batch, net.in_channels, net.image_size, net.image_size), torch.randint(0, 10, (batch,))
-    times = []
-    for _ in range(steps + 1):  # the first step warms up
+    times, spinners = [], []
+    for i in range(steps + 1):  # the first step warms up
+        if midrun and i == steps // 2 + 1:
+            spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(midrun)]
         t = time.perf_counter()
         loss = diffusion_loss(model, sched, x, y, 1, 1000)
         opt.zero_grad()
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t)
-    print(json.dumps({"s_per_step": statistics.median(times[1:]), "threads": torch.get_num_threads()}))
+    for sp in spinners:
+        sp.kill()
+        sp.wait()
+    out = {"s_per_step": statistics.median(times[1:]), "threads": torch.get_num_threads()}
+    if midrun:
+        half = steps // 2 + 1
+        out.update(s_per_step_before=statistics.median(times[1:half]), s_per_step_after=statistics.median(times[half:]))
+    print(json.dumps(out))
 
 
-def measure(data: str, batch: int, steps: int, repeats: int) -> dict[str, list[float]]:
-    """Seconds per step of each candidate, interleaved over `repeats` rounds of fresh processes."""
-    runs: dict[str, list[float]] = {k: [] for k in CANDIDATES}
+def measure(data: str, batch: int, steps: int, repeats: int, midrun: int = 0) -> dict[str, list]:
+    """Seconds per step of each candidate, interleaved over `repeats` rounds of fresh processes; with `midrun`, the
+    (before, after) medians of a run during which `midrun` busy processes start halfway."""
+    runs: dict[str, list] = {k: [] for k in CANDIDATES}
     for _ in range(repeats):
         for name, c in CANDIDATES.items():
             env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
@@ -65,9 +78,10 @@ def measure(data: str, batch: int, steps: int, repeats: int) -> dict[str, list[f
                 env["OMP_WAIT_POLICY"] = c["policy"]
             if c.get("spin"):
                 env["GOMP_SPINCOUNT"] = c["spin"]
-            out = subprocess.run([sys.executable, __file__, "--worker", str(c["threads"]), str(steps), str(batch), data],
-                                 env=env, capture_output=True, text=True, check=True).stdout
-            runs[name].append(json.loads(out.strip().splitlines()[-1])["s_per_step"])
+            out = subprocess.run([sys.executable, __file__, "--worker", str(c["threads"]), str(steps), str(batch), data,
+                                  str(midrun)], env=env, capture_output=True, text=True, check=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            runs[name].append((r["s_per_step_before"], r["s_per_step_after"]) if midrun else r["s_per_step"])
     return runs
 
 
@@ -109,10 +123,21 @@ def main(argv=None) -> dict:
             for sp in spinners:
                 sp.kill()
                 sp.wait()
+    if not args.quick and args.busy:  # a load that appears mid-run: the policy was chosen on idle cores
+        cond = "1 busy process appears mid-run"
+        for data, batch in workloads:
+            runs = measure(data, batch, 2 * steps + 2, repeats, midrun=1)
+            for k, v in runs.items():
+                before = statistics.median(b for b, _ in v)
+                after = statistics.median(a for _, a in v)
+                rows.append({"condition": cond, "busy_cores": None, "data": data, "batch": batch, "setting": k,
+                             "median_s_per_step": after, "s_per_step_before_load": before,
+                             "slowdown_when_load_appears": after / before, "runs_s": v})
     payload = {"benchmark": "threads", "quick": args.quick, "steps": steps, "repeats": repeats,
                "conditions": conditions, "rows": rows, "machine": machine}
     path = common.write("threads", payload, args.out)
-    print(common.table(rows, ["condition", "busy_cores", "data", "batch", "setting", "median_s_per_step", "speedup_vs_default"],
+    print(common.table(rows, ["condition", "busy_cores", "data", "batch", "setting", "median_s_per_step", "speedup_vs_default",
+                              "slowdown_when_load_appears"],
                        f"Threads, cpu UNets' training step — {common.machine_line(machine)}"))
     print(f"wrote {path}")
     return payload
@@ -120,6 +145,6 @@ def main(argv=None) -> dict:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(*map(int, sys.argv[2:5]), *sys.argv[5:6])
+        worker(*map(int, sys.argv[2:5]), *sys.argv[5:6], *map(int, sys.argv[6:7]))
     else:
         main()

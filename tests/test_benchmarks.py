@@ -138,3 +138,30 @@ def test_bench_mfu(bench):
     shares = {k: v for k, v in row["breakdown"].items() if k != "wall_s"}
     assert all(0 <= v <= 1.5 for v in shares.values()) and shares["convolution"] > 0
     assert out["calibration_digits_step_s"] == row["s_per_step"]
+
+
+def test_bench_threads_worker_with_a_load_that_appears_mid_run(monkeypatch):
+    """The mid-run scenario: a CPU-bound process starts halfway through the timed steps; the worker reports the
+    medians before and after, `measure` collects them per setting, and the spinner is gone when it returns."""
+    import subprocess
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import bench_threads
+
+    runs = bench_threads.measure("digits", 4, 4, 1, midrun=1)
+    assert set(runs) == set(bench_threads.CANDIDATES)
+    assert all(len(v) == 1 and min(v[0]) > 0 for v in runs.values()), runs
+
+    out = subprocess.run([sys.executable, str(BENCH / "bench_threads.py"), "--worker", "1", "4", "4", "digits", "1"],
+                         capture_output=True, text=True, check=True, timeout=300).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r["s_per_step_before"] > 0 and r["s_per_step_after"] > 0 and r["threads"] == 1
+    left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if b"while True: pass" in _read_bytes(p)]
+    assert not left, left
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # the process ended meanwhile
+        return b""
