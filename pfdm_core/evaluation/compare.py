@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from scipy.stats import t as student_t
 
@@ -70,13 +71,17 @@ def paired(df: pd.DataFrame, a: str, b: str, key: str = "fid_minor", lower_is_be
         raise ValueError(f"methods {a!r} and {b!r} share no seed")
     gains = (vb[seeds] - va[seeds]) if lower_is_better else (va[seeds] - vb[seeds])
     gains = gains.astype(float).rename(f"gain of {a} over {b}")
-    mean = float(gains.mean())
-    if len(gains) > 1:
-        half = float(student_t.ppf((1 + level) / 2, len(gains) - 1) * gains.std(ddof=1) / math.sqrt(len(gains)))
-        lo, hi = mean - half, mean + half
-    else:
-        lo = hi = float("nan")
-    return Paired(a, b, key, gains, mean, lo, hi, level)
+    return Paired(a, b, key, gains, *mean_interval(gains.to_numpy(), level), level)
+
+
+def mean_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, lo, hi): the two-sided Student-t interval of the mean of `values` (NaN bounds for fewer than two)."""
+    v = np.asarray(values, dtype=float)
+    mean = float(v.mean())
+    if len(v) < 2:
+        return mean, math.nan, math.nan
+    half = float(student_t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return mean, mean - half, mean + half
 
 
 def paired_table(df: pd.DataFrame, pairs: list[tuple[str, str]], keys: dict[str, bool],
@@ -99,4 +104,4 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Paired", "markdown", "paired", "paired_table"]
+__all__ = ["Paired", "markdown", "mean_interval", "paired", "paired_table"]

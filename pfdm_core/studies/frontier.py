@@ -9,8 +9,8 @@ stratified hold-out picks every model's training length):
 * PFDM with the paper's recipe, with our recipe (`personalization.OUR_RECIPE`) and with our recipe warm-started from
   the shared model's weights (`personalization.WARM_RECIPE`, beyond the paper), and "pfdm tuned": the PFDM recipe
   with the lowest validation loss at that (seed, eps);
-* the rivals on the same training parts: FedAvg (no formal privacy, a reference line) and, with `dpsgd=True`,
-  central DP-SGD at the same eps (its eps is add/remove-one over the pooled images; PFDM's is replace-one per image).
+* the rivals on the same training parts (`run_rivals`): FedAvg (no formal privacy, a reference line) and central
+  DP-SGD at each eps it is given (its eps is add/remove-one over the pooled images; PFDM's is replace-one per image).
 
 Every row carries the group metrics (`gfid_*`, `gkid_*`) and the near-copies of its minority samples among client 0's
 training images (`attacks.memorization`). `table` reduces the rows to mean ± std per (eps, method) with the fraction
@@ -26,7 +26,6 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import t as student_t
 
 from pfdm_core import experiment
 from pfdm_core.attacks.common import EpsFn
@@ -34,8 +33,10 @@ from pfdm_core.attacks.membership import membership_inference
 from pfdm_core.attacks.memorization import memorization
 from pfdm_core.core.checkpoint import write_text
 from pfdm_core.core.schedule import Schedule
+from pfdm_core.data.partition import client_classes
 from pfdm_core.data.small import Dataset
 from pfdm_core.evaluation import metrics
+from pfdm_core.evaluation.compare import mean_interval
 from pfdm_core.privacy.mechanism import epsilon
 from pfdm_core.studies import personalization as pz
 
@@ -54,8 +55,7 @@ def _near_copies(out: Path, name: str, df: pd.DataFrame, cfg: experiment.Experim
     """Near-copies (of client cfg.eval.client's training part) among each row's minority samples."""
     samples = torch.load(Path(out) / f"{name}_samples.pt", weights_only=False)
     me = pz.make_study_split(cfg, seed).clients[cfg.eval.client]
-    y = torch.arange(cfg.net.num_classes).repeat_interleave(cfg.eval.n_per_class)
-    minor = torch.isin(y, torch.as_tensor(sorted(_minority(cfg))))
+    minor = _minority_mask(cfg)
     counts = []
     for r in df.itertuples():
         t0 = None if pd.isna(r.t0) else r.t0
@@ -64,11 +64,15 @@ def _near_copies(out: Path, name: str, df: pd.DataFrame, cfg: experiment.Experim
     return df.assign(near_copies_minor=counts, n_minor_samples=int(minor.sum()))
 
 
-def _minority(cfg: experiment.ExperimentConfig) -> set[int]:
-    from pfdm_core.data.partition import client_classes
+def _labels(cfg: experiment.ExperimentConfig) -> torch.Tensor:
+    """The labels every row samples: cfg.eval.n_per_class of each class (as `run_study`)."""
+    return torch.arange(cfg.net.num_classes).repeat_interleave(cfg.eval.n_per_class)
 
+
+def _minority_mask(cfg: experiment.ExperimentConfig) -> torch.Tensor:
+    """Which of `_labels(cfg)` are client cfg.eval.client's minority classes."""
     _, minority = client_classes(cfg.eval.client, cfg.split.num_clients, cfg.net.num_classes)
-    return set(int(c) for c in minority)
+    return torch.isin(_labels(cfg), torch.as_tensor(minority))
 
 
 def run_point(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Path, progress: bool = True) -> pd.DataFrame:
@@ -91,9 +95,7 @@ def run_rivals(cfg: experiment.ExperimentConfig, seed: int, out: Path, epsilons:
     folder = Path(out) / f"seed{seed}"
     clf = experiment.metric_classifier(cfg, split, seed)
     ref, pca = metrics.embed(clf, ss.test.x), experiment.metric_pca(clf, split)
-    y = torch.arange(cfg.net.num_classes).repeat_interleave(cfg.eval.n_per_class)
-    me = ss.clients[cfg.eval.client]
-    minor = torch.isin(y, torch.as_tensor(sorted(_minority(cfg))))
+    y, minor, me = _labels(cfg), _minority_mask(cfg), ss.clients[cfg.eval.client]
     rows = []
     for method, eps in [("fedavg", None), *[("dpsgd", e) for e in epsilons]]:
         c = cfg if eps is None else cfg.override(dp_eps=float(eps))
@@ -167,14 +169,6 @@ def collect(out: Path) -> pd.DataFrame:
     return pd.concat([base, p, best, *rivals], ignore_index=True)
 
 
-def _interval(d: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    m = float(np.mean(d))
-    if len(d) < 2:
-        return m, math.nan, math.nan
-    h = float(student_t.ppf((1 + level) / 2, len(d) - 1) * np.std(d, ddof=1) / math.sqrt(len(d)))
-    return m, m - h, m + h
-
-
 def table(df: pd.DataFrame, key: str = KEY) -> pd.DataFrame:
     """Per (eps, method, recipe): mean ± std of `key` over seeds, the gap closed (local - x) / (local - central)
     with its 95% t-interval over seeds, the paired difference local - x with its interval, near-copies."""
@@ -186,8 +180,8 @@ def table(df: pd.DataFrame, key: str = KEY) -> pd.DataFrame:
         seeds = s.index.intersection(loc.index).intersection(cen.index)
         diff = (loc[seeds] - s[seeds]).to_numpy()
         gap = ((loc[seeds] - s[seeds]) / (loc[seeds] - cen[seeds])).to_numpy()
-        d, dlo, dhi = _interval(diff) if len(diff) else (math.nan,) * 3
-        gm, glo, ghi = _interval(gap) if len(gap) else (math.nan,) * 3
+        d, dlo, dhi = mean_interval(diff) if len(diff) else (math.nan,) * 3
+        gm, glo, ghi = mean_interval(gap) if len(gap) else (math.nan,) * 3
         rows.append({"eps": None if eps == -1 else eps, "method": method, "recipe": recipe,
                      "t0": g.t0.iloc[0] if "t0" in g and not pd.isna(g.t0.iloc[0]) else None,
                      f"{key}_mean": s.mean(), f"{key}_std": s.std(ddof=1), "gfid_major_mean": g.gfid_major.mean(),
@@ -202,8 +196,6 @@ def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=
     """`key` against per-image eps (per-pixel eps on the top axis): PFDM's recipes and DP-SGD as curves with the
     std over seeds, tuned local-only, centralized and FedAvg as flat lines."""
     import matplotlib.pyplot as plt
-
-    from pfdm_core.core.schedule import Schedule
 
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4.2))
