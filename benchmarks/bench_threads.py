@@ -27,6 +27,17 @@ CANDIDATES = {"OpenMP default (N threads, idle ones spin)": {"threads": 0, "poli
               "1 thread": {"threads": 1, "policy": None}}
 
 
+def spin(n: int) -> list[subprocess.Popen]:
+    """n CPU-bound processes (the load of the busy conditions); stop them with `stop`."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def stop(spinners: list[subprocess.Popen]) -> None:
+    for sp in spinners:
+        sp.kill()
+        sp.wait()
+
+
 def worker(threads: int, steps: int, batch: int, data: str = "mnist", midrun: int = 0) -> None:
     """Print the median seconds per training step; with `midrun` > 0, that many CPU-bound processes start halfway
     through the steps (a load that appears mid-run) and the medians before and after are printed too."""
@@ -50,16 +61,14 @@ def worker(threads: int, steps: int, batch: int, data: str = "mnist", midrun: in
     times, spinners = [], []
     for i in range(steps + 1):  # the first step warms up
         if midrun and i == steps // 2 + 1:
-            spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(midrun)]
+            spinners = spin(midrun)
         t = time.perf_counter()
         loss = diffusion_loss(model, sched, x, y, 1, 1000)
         opt.zero_grad()
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t)
-    for sp in spinners:
-        sp.kill()
-        sp.wait()
+    stop(spinners)
     out = {"s_per_step": statistics.median(times[1:]), "threads": torch.get_num_threads()}
     if midrun:
         half = steps // 2 + 1
@@ -67,12 +76,14 @@ def worker(threads: int, steps: int, batch: int, data: str = "mnist", midrun: in
     print(json.dumps(out))
 
 
-def measure(data: str, batch: int, steps: int, repeats: int, midrun: int = 0) -> dict[str, list]:
-    """Seconds per step of each candidate, interleaved over `repeats` rounds of fresh processes; with `midrun`, the
-    (before, after) medians of a run during which `midrun` busy processes start halfway."""
-    runs: dict[str, list] = {k: [] for k in CANDIDATES}
+def measure(data: str, batch: int, steps: int, repeats: int, midrun: int = 0,
+            candidates: dict[str, dict] | None = None) -> dict[str, list]:
+    """Seconds per step of each candidate (default CANDIDATES), interleaved over `repeats` rounds of fresh processes;
+    with `midrun`, the (before, after) medians of a run during which `midrun` busy processes start halfway."""
+    candidates = CANDIDATES if candidates is None else candidates
+    runs: dict[str, list] = {k: [] for k in candidates}
     for _ in range(repeats):
-        for name, c in CANDIDATES.items():
+        for name, c in candidates.items():
             env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
             if c["policy"]:
                 env["OMP_WAIT_POLICY"] = c["policy"]
@@ -101,8 +112,7 @@ def main(argv=None) -> dict:
     conditions = ["as found"] + ([f"{args.busy} busy processes"] if args.busy and not args.quick else [])
     rows = []
     for condition in conditions:
-        spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                    for _ in range(args.busy if condition != "as found" else 0)]
+        spinners = spin(args.busy if condition != "as found" else 0)
         try:
             busy = omp.busy_cores(0.5)
             picks = omp.choose_wait_policy(busy, os.cpu_count() or 1)
@@ -120,9 +130,7 @@ def main(argv=None) -> dict:
                              "median_s_per_step": statistics.median(runs[picked]),
                              "speedup_vs_default": ref / statistics.median(runs[picked])})
         finally:
-            for sp in spinners:
-                sp.kill()
-                sp.wait()
+            stop(spinners)
     if not args.quick and args.busy:  # a load that appears mid-run: the policy was chosen on idle cores
         cond = "1 busy process appears mid-run"
         for data, batch in workloads:

@@ -9,34 +9,22 @@ came from it.
 """
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SETTINGS = {"default": {}, "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"}, "spin1e3": {"GOMP_SPINCOUNT": "1000"},
-            "spin1e4": {"GOMP_SPINCOUNT": "10000"}, "spin3e4": {"GOMP_SPINCOUNT": "30000"},
-            "spin1e5": {"GOMP_SPINCOUNT": "100000"}}
+import bench_threads
+
+SETTINGS = {"default": {"threads": 0, "policy": None}, "PASSIVE": {"threads": 0, "policy": "PASSIVE"},
+            **{f"spin{name}": {"threads": 0, "policy": None, "spin": count}
+               for name, count in (("1e3", "1000"), ("1e4", "10000"), ("3e4", "30000"), ("1e5", "100000"))}}
 
 
 def main(data: str = "digits", busy: int = 0, steps: int = 15, repeats: int = 3) -> dict[str, float]:
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+    spinners = bench_threads.spin(busy)
     try:
-        runs: dict[str, list[float]] = {k: [] for k in SETTINGS}
-        for _ in range(repeats):
-            for name, extra in SETTINGS.items():
-                env = {k: v for k, v in os.environ.items()
-                       if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")} | extra
-                out = subprocess.run([sys.executable, str(HERE / "bench_threads.py"), "--worker", "0", str(steps), "64",
-                                      data], env=env, capture_output=True, text=True, check=True).stdout
-                runs[name].append(json.loads(out.strip().splitlines()[-1])["s_per_step"])
+        runs = bench_threads.measure(data, 64, steps, repeats, candidates=SETTINGS)
     finally:
-        for p in spinners:
-            p.kill()
-            p.wait()
+        bench_threads.stop(spinners)
     med = {k: statistics.median(v) for k, v in runs.items()}
     best = min(med.values())
     print(data, "busy", busy, {k: f"{v * 1000:.1f}ms x{v / best:.2f}" for k, v in med.items()})
