@@ -1,5 +1,5 @@
 """Threads: OpenMP's default (idle threads spin) vs idle threads that sleep (OMP_WAIT_POLICY=PASSIVE)
-vs one thread, on the digits and MNIST `cpu` UNets, on the cores as found and with busy neighbours.
+vs a short spin vs one thread vs pfdm_core's governor (N threads, 1 while another process is busy), on the digits and MNIST `cpu` UNets, on the cores as found and with busy neighbours.
 
 Each candidate is a fresh process (the OpenMP policy is fixed when torch loads) that times a few
 training steps (forward + backward + Adam); candidates are interleaved and repeated, and each
@@ -7,7 +7,7 @@ median is reported as a ratio to OpenMP's default in the same condition. Three c
 machine as found (its load average is recorded), with `--busy` (default 2) processes spinning
 on the cores, started by the benchmark, as when other jobs share the machine, and one busy process
 that appears halfway through a run (each setting's slowdown after / before it appears). The row "pfdm_core
-picks" is what pfdm_core/omp.py would choose in that condition (its measured busy cores). Writes
+picks" is what pfdm_core/omp.py runs in that condition: its wait policy for the measured busy cores, governed. Writes
 runs/bench/threads.json.
 """
 from __future__ import annotations
@@ -24,7 +24,14 @@ CANDIDATES = {"OpenMP default (N threads, idle ones spin)": {"threads": 0, "poli
               # a short spin (libgomp's GOMP_SPINCOUNT, default 300000): a candidate policy that is neither
               # catastrophic when a load appears nor slow on idle cores (measured, not yet adopted: benchmarks/README.md)
               "N threads, GOMP_SPINCOUNT=1000": {"threads": 0, "policy": None, "spin": "1000"},
-              "1 thread": {"threads": 1, "policy": None}}
+              "1 thread": {"threads": 1, "policy": None},
+              # pfdm_core's training loops: N spinning threads that drop to 1 while another process is busy
+              # (core.omp.govern, re-decided every 0.25 s between steps); every other candidate pins its count
+              "N threads, governed (pfdm_core: 1 while others are busy)": {"threads": 0, "policy": None,
+                                                                           "govern": True}}
+
+GOVERNED = "N threads, governed (pfdm_core: 1 while others are busy)"
+MIDRUN_STEPS = {"digits": 60, "mnist": 24}  # steps of the mid-run condition (~6 s per half on 2 idle cores)
 
 
 def spin(n: int) -> list[subprocess.Popen]:
@@ -46,6 +53,7 @@ def worker(threads: int, steps: int, batch: int, data: str = "mnist", midrun: in
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from pfdm_core.core import omp
     from pfdm_core.core.diffusion import diffusion_loss
     from pfdm_core.core.nets import UNet, UNetConfig
     from pfdm_core.core.schedule import Schedule
@@ -63,13 +71,15 @@ def worker(threads: int, steps: int, batch: int, data: str = "mnist", midrun: in
         if midrun and i == steps // 2 + 1:
             spinners = spin(midrun)
         t = time.perf_counter()
+        omp.govern()  # as pfdm_core's training loop; a no-op unless PFDM_THREADS=auto (the governed candidate)
         loss = diffusion_loss(model, sched, x, y, 1, 1000)
         opt.zero_grad()
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t)
     stop(spinners)
-    out = {"s_per_step": statistics.median(times[1:]), "threads": torch.get_num_threads()}
+    out = {"s_per_step": statistics.median(times[1:]), "threads": torch.get_num_threads(),
+           "thread_changes": len(omp._governor.changes) if omp._governor else 0}
     if midrun:
         half = steps // 2 + 1
         out.update(s_per_step_before=statistics.median(times[1:half]), s_per_step_after=statistics.median(times[half:]))
@@ -85,6 +95,7 @@ def measure(data: str, batch: int, steps: int, repeats: int, midrun: int = 0,
     for _ in range(repeats):
         for name, c in candidates.items():
             env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
+            env["PFDM_THREADS"] = "auto" if c.get("govern") else "fixed"
             if c["policy"]:
                 env["OMP_WAIT_POLICY"] = c["policy"]
             if c.get("spin"):
@@ -123,8 +134,9 @@ def main(argv=None) -> dict:
                     rows.append({"condition": condition, "busy_cores": round(busy, 2), "data": data, "batch": batch,
                                  "setting": k, "median_s_per_step": statistics.median(v),
                                  "speedup_vs_default": ref / statistics.median(v), "runs_s": v})
-                picked = next(k for k, c in CANDIDATES.items()
-                              if c["threads"] == 0 and c["policy"] == picks and not c.get("spin"))
+                # what pfdm_core runs: its wait policy, governed; PASSIVE is picked under a load, where the
+                # governor runs one thread (the "1 thread" candidate)
+                picked = GOVERNED if picks is None else "1 thread"
                 rows.append({**{k: rows[-1][k] for k in ("condition", "busy_cores", "data", "batch")},
                              "setting": f"pfdm_core picks: {picked}",
                              "median_s_per_step": statistics.median(runs[picked]),
@@ -134,7 +146,8 @@ def main(argv=None) -> dict:
     if not args.quick and args.busy:  # a load that appears mid-run: the policy was chosen on idle cores
         cond = "1 busy process appears mid-run"
         for data, batch in workloads:
-            runs = measure(data, batch, 2 * steps + 2, repeats, midrun=1)
+            # long enough halves (MIDRUN_STEPS) that a governor deciding every 0.25 s is measured after it acted
+            runs = measure(data, batch, MIDRUN_STEPS[data], repeats, midrun=1)
             for k, v in runs.items():
                 before = statistics.median(b for b, _ in v)
                 after = statistics.median(a for _, a in v)

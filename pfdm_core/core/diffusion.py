@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pfdm_core.core import omp
 from pfdm_core.core.schedule import Schedule, q_sample_from
 
 Denoiser = nn.Module  # any callable eps_theta(x_t, t, y) -> eps_hat
@@ -153,6 +154,7 @@ def ddpm_sample(
     t_lo, t_hi, origin = check_range(sched, t_lo, t_hi, origin)
     x = x_start
     for t in tqdm(range(t_hi, t_lo, -1), desc="DDPM", disable=not progress, leave=False):
+        omp.govern()  # one thread while other processes are busy (core.omp)
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         eps = guided_eps(model, x, tt, y, guidance)
         r_t, r_prev = _ratio(sched, t, origin), _ratio(sched, t - 1, origin)
@@ -199,6 +201,7 @@ def ddim_sample(
         raise ValueError(f"eta must be >= 0, got {eta}")
     x, ts = x_start, ddim_timesteps(t_lo, t_hi, num_steps)
     for t, t_next in tqdm(list(zip(ts[:-1], ts[1:])), desc="DDIM", disable=not progress, leave=False):
+        omp.govern()  # one thread while other processes are busy (core.omp)
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         eps = guided_eps(model, x, tt, y, guidance)
         r_t, r_next = _ratio(sched, t, origin), _ratio(sched, t_next, origin)

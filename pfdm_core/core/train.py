@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pfdm_core.core import checkpoint as ckpt
+from pfdm_core.core import omp
 from pfdm_core.core.checkpoint import data_fingerprint
 from pfdm_core.core.diffusion import diffusion_loss
 from pfdm_core.core.schedule import Schedule
@@ -115,6 +116,7 @@ def train(
     n = len(x)
     cadence = ckpt.Cadence(config.checkpoint_every)
     for step in tqdm(range(start, config.steps), desc=desc, disable=not progress, initial=start, total=config.steps):
+        omp.govern()  # one thread while other processes are busy (core.omp)
         idx = torch.randint(0, n, (min(config.batch_size, n),), generator=gen, device=dev)
         loss = diffusion_loss(model, sched, x[idx], None if y is None else y[idx], t_lo, t_hi, origin,
                               config.p_uncond, gen)

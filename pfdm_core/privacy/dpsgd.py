@@ -40,6 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pfdm_core.core import checkpoint as ckpt
+from pfdm_core.core import omp
 from pfdm_core.core.checkpoint import data_fingerprint
 from pfdm_core.core.diffusion import diffusion_loss
 from pfdm_core.core.schedule import Schedule
@@ -173,6 +174,7 @@ def train_dpsgd(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.Ten
     cadence = ckpt.Cadence(config.checkpoint_every)
     gsm.train()
     for step in tqdm(range(start, config.steps), desc=desc, disable=not progress, initial=start, total=config.steps):
+        omp.govern()  # one thread while other processes are busy (core.omp)
         idx = (torch.rand(n, generator=gen, device=dev) < q).nonzero().squeeze(1)  # Poisson sampling
         opt.zero_grad(set_to_none=True)
         if len(idx):

@@ -129,22 +129,17 @@ def membership(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Pat
     its training part, non-members = held-out test images, matched per class. Loads the point's cached models
     (run `run_point` first); written to out/membership_seed<s>_eps<e>.csv."""
     ss = pz.make_study_split(cfg, seed)
-    me, val = ss.clients[cfg.eval.client], ss.vals[cfg.eval.client]
-    members, nonmembers = matched_members(me, ss.test, seed)
+    members, nonmembers = matched_members(ss.clients[cfg.eval.client], ss.test, seed)
     sched, t0, folder = Schedule(cfg.T), t0_of(cfg, eps), Path(out) / f"seed{seed}"
     shared = pz.train_shared(cfg, ss, t0, seed, folder, progress=False)
     rows = []
     for method, recipes in (("local", TUNE_RECIPES), ("pfdm", PFDM_RECIPES)):
         for name in recipes:
-            r = pz.RECIPES[name]
             if method == "local":
-                path = folder / f"local_{pz._slug(r)}.pt"
-                model, _, _ = pz.train_client_model(cfg, me, val, cfg.T, r, seed, path, progress=False)
+                model, _, _ = pz.train_local(cfg, ss, name, seed, folder, progress=False)
                 fn = EpsFn.of(model, sched)
             else:
-                path = folder / f"{pz._personal_name(cfg, t0, name)}.pt"
-                model, _, _ = pz.train_client_model(cfg, me, val, t0, r, seed, path, progress=False,
-                                                    init=shared if r.warm_start else None)
+                model, _, _ = pz.train_personal(cfg, ss, t0, name, seed, folder, shared, progress=False)
                 fn = EpsFn.pfdm(shared, model, sched, t0)
             res = membership_inference("loss", fn, members.x, nonmembers.x, members.y, nonmembers.y, seed=seed)
             rows.append({"seed": seed, "eps": eps, "t0": t0 if method == "pfdm" else None, "method": method,

@@ -168,6 +168,27 @@ def train_central(cfg: ExperimentConfig, ss: StudySplit, recipe: Recipe, seed: i
                               folder / f"central_{_slug(recipe)}.pt", progress)
 
 
+def train_local(cfg: ExperimentConfig, ss: StudySplit, recipe: str, seed: int, folder: Path,
+                progress: bool = True) -> tuple[nn.Module, int, float]:
+    """Client cfg.eval.client's local-only model (steps 1..T on its training part) by recipe `recipe`, selected
+    on its hold-out; cached in folder (a rerun loads it)."""
+    r = RECIPES[recipe]
+    if r.warm_start:
+        raise ValueError(f"recipe {recipe!r} warm-starts from PFDM's shared model: not a local-only recipe")
+    me, val = ss.clients[cfg.eval.client], ss.vals[cfg.eval.client]
+    return train_client_model(cfg, me, val, cfg.T, r, seed, folder / f"local_{_slug(r)}.pt", progress)
+
+
+def train_personal(cfg: ExperimentConfig, ss: StudySplit, t0: int, recipe: str, seed: int, folder: Path,
+                   shared: nn.Module, progress: bool = True) -> tuple[nn.Module, int, float]:
+    """Client cfg.eval.client's personal denoiser (steps 1..t0 on its clipped training part) by recipe `recipe`
+    (warm-started from `shared` when the recipe says so), selected on its hold-out; cached in folder."""
+    r = RECIPES[recipe]
+    me, val = ss.clients[cfg.eval.client], ss.vals[cfg.eval.client]
+    return train_client_model(cfg, me, val, t0, r, seed, folder / f"{_personal_name(cfg, t0, recipe)}.pt", progress,
+                              init=shared if r.warm_start else None)
+
+
 def _personal_name(cfg: ExperimentConfig, t0: int, recipe: str) -> str:
     """Checkpoint stem of client cfg.eval.client's personal denoiser at t0 trained by recipe `recipe`."""
     return f"personal_c{cfg.eval.client}_t0{t0}_{_slug(RECIPES[recipe])}"
@@ -208,13 +229,9 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
         folder = Path(out) / f"seed{seed}"
         check_config_folder(folder, json.loads(json.dumps(asdict(cfg), default=str)) | {"val_fraction": val_fraction})
         ss = make_study_split(cfg, seed, val_fraction)
-        me, val = ss.clients[cfg.eval.client], ss.vals[cfg.eval.client]
         models: list[tuple[dict, nn.Module | tuple]] = []
         for rname in local_recipes:
-            r = RECIPES[rname]
-            if r.warm_start:
-                raise ValueError(f"recipe {rname!r} warm-starts from PFDM's shared model: not a local-only recipe")
-            m, used, vloss = train_client_model(cfg, me, val, cfg.T, r, seed, folder / f"local_{_slug(r)}.pt", progress)
+            m, used, vloss = train_local(cfg, ss, rname, seed, folder, progress)
             models.append(({"method": "local", "recipe": rname, "t0": None, "steps_used": used,
                             "validation_loss": vloss}, m))
         for rname in central_recipes:
@@ -225,9 +242,7 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
             shared = train_shared(cfg, ss, t0, seed, folder, progress)
             for rname in recipes:
                 r = RECIPES[rname]
-                p, used, vloss = train_client_model(cfg, me, val, t0, r, seed,
-                                                    folder / f"{_personal_name(cfg, t0, rname)}.pt", progress,
-                                                    init=shared if r.warm_start else None)
+                p, used, vloss = train_personal(cfg, ss, t0, rname, seed, folder, shared, progress)
                 models.append(({"method": "pfdm", "recipe": rname, "t0": t0, "steps_used": used, "validation_loss": vloss,
                                 "eps_analytic": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta, "analytic"),
                                 "eps_thm51": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta)}, (shared, p, r.guidance)))
@@ -307,4 +322,4 @@ def gap_closed(df: pd.DataFrame, key: str = "fid_minor", local: str = "tuned") -
 
 
 __all__ = ["OUR_RECIPE", "RECIPES", "WARM_RECIPE", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "personal_curves", "run_study",
-           "shift_augment", "train_central", "train_client_model", "train_shared", "tuned", "validation_table"]
+           "shift_augment", "train_central", "train_client_model", "train_local", "train_personal", "train_shared", "tuned", "validation_table"]
