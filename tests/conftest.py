@@ -10,6 +10,9 @@ from threadpoolctl import threadpool_limits
 # 2-core machine shared with other work it avoids spin-waiting thread pools (30-100x slowdowns seen).
 torch.set_num_threads(1)
 threadpool_limits(1)
+# subprocesses (the CLI, notebooks, benchmarks' workers) keep the thread count they start with: a test that compares
+# two runs bit for bit must not see the governor (core.omp.govern) change it when the machine gets busy
+os.environ.setdefault("PFDM_THREADS", "fixed")
 
 
 @pytest.fixture(autouse=True)
