@@ -32,6 +32,10 @@ def test_point_and_collect(tmp_path, monkeypatch):
     pf = df[df.method == "pfdm"]
     assert len(tuned) == 1 and tuned.validation_loss.item() == pf.validation_loss.min()
     assert rows[rows.method == "local"].eps.isna().all() and len(rows[rows.method == "local"]) == 1
+    loc = rows[rows.method == "local"].iloc[0]
+    assert loc.recipe == "tuned" and loc.chosen_recipe in fr.TUNE_RECIPES
+    assert loc.validation_loss == df[df.method == "local"].validation_loss.min()
+    assert tuned.recipe.item() == "tuned" and tuned.chosen_recipe.item() in fr.PFDM_RECIPES
     with pytest.raises(FileNotFoundError, match="no frontier points"):
         fr.collect(tmp_path / "empty")
     mia = fr.membership(cfg, 0, 10, tmp_path / "f")  # loads the point's models
@@ -39,6 +43,10 @@ def test_point_and_collect(tmp_path, monkeypatch):
                                                 | {("local", r) for r in fr.TUNE_RECIPES})
     assert mia.mia_auc.between(0, 1).all() and mia.mia_tpr_1pct.between(0, 1).all()
     assert (tmp_path / "f" / "membership_seed0_eps10.csv").exists()
+    assert fr.collect_membership(tmp_path / "empty").empty
+    mt = fr.membership_table(fr.collect_membership(tmp_path / "f"))
+    assert len(mt) == len(mia) and (mt.seeds == 1).all()
+    assert np.allclose(mt.mia_auc_mean.to_numpy(), mia.mia_auc.to_numpy())
 
 
 def test_matched_members_have_equal_class_counts():

@@ -150,18 +150,37 @@ def membership(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Pat
 
 
 def collect(out: Path) -> pd.DataFrame:
-    """Every finished point and rival row under `out`, one frame; PFDM's tuned row added per (seed, eps)."""
+    """Every finished point and rival row under `out`, one frame: local-only and centralized as one tuned row per
+    seed (recipe "tuned", the lowest validation loss of `TUNE_RECIPES`; `chosen_recipe` names it), PFDM's rows per
+    recipe and its tuned row per (seed, eps) (method "pfdm tuned")."""
     parts = [pd.read_csv(p) for p in sorted(Path(out).glob("point_seed*_eps*.csv"))]
     if not parts:
         raise FileNotFoundError(f"no frontier points under {out}: run run_point first")
     df = pd.concat(parts, ignore_index=True)
     p = df[df.method == "pfdm"]
-    best = p.loc[p.groupby(["seed", "eps"]).validation_loss.idxmin()].assign(method="pfdm tuned")
+    # a tuned row is recipe "tuned" (the seeds may choose different recipes: `chosen_recipe` says which)
+    best = p.loc[p.groupby(["seed", "eps"]).validation_loss.idxmin()]
+    best = best.assign(method="pfdm tuned", chosen_recipe=best.recipe, recipe="tuned")
     # local-only and centralized do not depend on eps: one tuned row per seed (the lowest validation loss)
     base = df[df.method.isin(["local", "central"])].drop_duplicates(["seed", "method", "recipe"])
-    base = base.loc[base.groupby(["seed", "method"]).validation_loss.idxmin()].assign(eps=np.nan)
+    base = base.loc[base.groupby(["seed", "method"]).validation_loss.idxmin()]
+    base = base.assign(eps=np.nan, chosen_recipe=base.recipe, recipe="tuned")
     rivals = [pd.read_csv(p) for p in sorted(Path(out).glob("rivals_seed*.csv"))]
     return pd.concat([base, p, best, *rivals], ignore_index=True)
+
+
+def collect_membership(out: Path) -> pd.DataFrame:
+    """Every membership CSV under `out` (`membership`), one frame; empty when none was run."""
+    parts = [pd.read_csv(p) for p in sorted(Path(out).glob("membership_seed*_eps*.csv"))]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def membership_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (eps, method, recipe): mean and std over seeds of the attack's AUC and TPR at 1% FPR."""
+    g = df.groupby(["eps", "method", "recipe"], sort=False)
+    return pd.DataFrame({"t0": g.t0.first(), "mia_auc_mean": g.mia_auc.mean(), "mia_auc_std": g.mia_auc.std(ddof=1),
+                         "mia_tpr_1pct_mean": g.mia_tpr_1pct.mean(), "mia_tpr_1pct_std": g.mia_tpr_1pct.std(ddof=1),
+                         "n_members": g.n_members.first(), "seeds": g.size()}).reset_index()
 
 
 def table(df: pd.DataFrame, key: str = KEY) -> pd.DataFrame:
@@ -182,7 +201,9 @@ def table(df: pd.DataFrame, key: str = KEY) -> pd.DataFrame:
                      f"{key}_mean": s.mean(), f"{key}_std": s.std(ddof=1), "gfid_major_mean": g.gfid_major.mean(),
                      "local_minus_mean": d, "local_minus_lo": dlo, "local_minus_hi": dhi,
                      "gap_closed_mean": gm, "gap_closed_lo": glo, "gap_closed_hi": ghi,
-                     "near_copies_minor_mean": g.near_copies_minor.mean(), "steps_used_mean": g.steps_used.mean()
+                     "near_copies_minor_mean": g.near_copies_minor.mean(),
+                     "n_minor_samples": g.n_minor_samples.iloc[0] if "n_minor_samples" in g else math.nan,
+                     "steps_used_mean": g.steps_used.mean()
                      if "steps_used" in g else math.nan, "seeds": len(s)})
     return pd.DataFrame(rows)
 
@@ -219,5 +240,5 @@ def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=
     return ax
 
 
-__all__ = ["ACCOUNTANT", "EPSILONS", "KEY", "PFDM_RECIPES", "TUNE_RECIPES", "collect", "matched_members",
-           "membership", "plot", "run_point", "run_rivals", "t0_of", "table"]
+__all__ = ["ACCOUNTANT", "EPSILONS", "KEY", "PFDM_RECIPES", "TUNE_RECIPES", "collect", "collect_membership",
+           "matched_members", "membership", "membership_table", "plot", "run_point", "run_rivals", "t0_of", "table"]
