@@ -73,6 +73,8 @@ def _ci(m: float, lo: float, hi: float, fmt: str = "+.2f") -> str:
 
 
 def frontier_digits() -> str:
+    if not list(FRONTIER.glob("point_seed*_eps*.csv")):
+        return "No frontier point has finished yet.\n"
     fr, rows, t, mt = _frontier()
     seeds = sorted(rows.seed.unique().tolist())
     out = []
@@ -106,6 +108,8 @@ def frontier_digits() -> str:
 
 
 def frontier_verdict() -> str:
+    if not list(FRONTIER.glob("point_seed*_eps*.csv")):
+        return "No frontier point at eps <= 10 per image has finished yet.\n"
     fr, rows, t, _ = _frontier()
     strict = t[(t.eps <= 10) & t.method.isin(["pfdm", "pfdm tuned"])].dropna(subset=["gap_closed_mean"])
     seeds = sorted(rows.seed.unique().tolist())
