@@ -26,6 +26,7 @@ def test_point_and_collect(tmp_path, monkeypatch):
     assert set(zip(df.method, df.recipe)) == ({("pfdm", r) for r in fr.PFDM_RECIPES}
                                               | {(m, r) for m in ("local", "central") for r in fr.TUNE_RECIPES})
     assert (df.near_copies_minor >= 0).all() and (df.n_minor_samples == 5 * cfg.eval.n_per_class).all()
+    assert (df.steps_trained >= df.steps_used).all() and (df.steps_trained >= 1).all()
     assert (tmp_path / "f" / "point_seed0_eps10.csv").exists()
     rows = fr.collect(tmp_path / "f")
     tuned = rows[rows.method == "pfdm tuned"]

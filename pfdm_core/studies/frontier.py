@@ -203,8 +203,9 @@ def table(df: pd.DataFrame, key: str = KEY) -> pd.DataFrame:
                      "gap_closed_mean": gm, "gap_closed_lo": glo, "gap_closed_hi": ghi,
                      "near_copies_minor_mean": g.near_copies_minor.mean(),
                      "n_minor_samples": g.n_minor_samples.iloc[0] if "n_minor_samples" in g else math.nan,
-                     "steps_used_mean": g.steps_used.mean()
-                     if "steps_used" in g else math.nan, "seeds": len(s)})
+                     "steps_used_mean": g.steps_used.mean() if "steps_used" in g else math.nan,
+                     "steps_trained_mean": g.steps_trained.mean() if "steps_trained" in g else math.nan,
+                     "seeds": len(s)})
     return pd.DataFrame(rows)
 
 

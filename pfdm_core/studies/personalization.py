@@ -189,6 +189,12 @@ def train_personal(cfg: ExperimentConfig, ss: StudySplit, t0: int, recipe: str, 
                               init=shared if r.warm_start else None)
 
 
+def steps_trained(checkpoint: Path) -> int:
+    """Optimiser steps a selected model was trained for (its client compute): the last step of the validation curve
+    saved beside `checkpoint` (early stopping ends a run at a validation step)."""
+    return int(load_checkpoint(Path(checkpoint).with_suffix(".best.pt"))["curve"][-1][0])
+
+
 def _personal_name(cfg: ExperimentConfig, t0: int, recipe: str) -> str:
     """Checkpoint stem of client cfg.eval.client's personal denoiser at t0 trained by recipe `recipe`."""
     return f"personal_c{cfg.eval.client}_t0{t0}_{_slug(RECIPES[recipe])}"
@@ -233,10 +239,12 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
         for rname in local_recipes:
             m, used, vloss = train_local(cfg, ss, rname, seed, folder, progress)
             models.append(({"method": "local", "recipe": rname, "t0": None, "steps_used": used,
+                            "steps_trained": steps_trained(folder / f"local_{_slug(RECIPES[rname])}.pt"),
                             "validation_loss": vloss}, m))
         for rname in central_recipes:
             m, used, vloss = train_central(cfg, ss, RECIPES[rname], seed, folder, progress)
             models.append(({"method": "central", "recipe": rname, "t0": None, "steps_used": used,
+                            "steps_trained": steps_trained(folder / f"central_{_slug(RECIPES[rname])}.pt"),
                             "validation_loss": vloss}, m))
         for t0 in t0s:
             shared = train_shared(cfg, ss, t0, seed, folder, progress)
@@ -244,6 +252,7 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
                 r = RECIPES[rname]
                 p, used, vloss = train_personal(cfg, ss, t0, rname, seed, folder, shared, progress)
                 models.append(({"method": "pfdm", "recipe": rname, "t0": t0, "steps_used": used, "validation_loss": vloss,
+                                "steps_trained": steps_trained(folder / f"{_personal_name(cfg, t0, rname)}.pt"),
                                 "eps_analytic": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta, "analytic"),
                                 "eps_thm51": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta)}, (shared, p, r.guidance)))
         # evaluation: the only place that reads the test reference
@@ -322,4 +331,4 @@ def gap_closed(df: pd.DataFrame, key: str = "fid_minor", local: str = "tuned") -
 
 
 __all__ = ["OUR_RECIPE", "RECIPES", "WARM_RECIPE", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "personal_curves", "run_study",
-           "shift_augment", "train_central", "train_client_model", "train_local", "train_personal", "train_shared", "tuned", "validation_table"]
+           "shift_augment", "steps_trained", "train_central", "train_client_model", "train_local", "train_personal", "train_shared", "tuned", "validation_table"]
