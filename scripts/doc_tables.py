@@ -54,7 +54,8 @@ def _recipe_label(method: str, recipe: str) -> str:
     from pfdm_core.studies import personalization as pz
 
     names = {"paper": "the paper's recipe", pz.OUR_RECIPE: "our recipe (notebook 10)",
-             pz.WARM_RECIPE: "our recipe, warm-started from the shared model", "tuned": "tuned",
+             pz.WARM_RECIPE: "our recipe, warm-started from the shared model",
+             pz.FROZEN_RECIPE: "shared encoder frozen, decoder by our recipe", "tuned": "tuned",
              "selected": "selected length", "budget": "its budget"}
     base = {"local": "local-only", "central": "centralized", "pfdm": "PFDM", "pfdm tuned": "PFDM",
             "fedavg": "FedAvg", "dpsgd": "DP-SGD"}

@@ -139,6 +139,19 @@ def test_warm_start_starts_from_the_shared_weights_and_is_pfdm_only(tmp_path):
     assert not all(torch.equal(start["cold"][n], ref[n]) for n in ref)
     with pytest.raises(ValueError, match="needs init"):
         pz.train_client_model(cfg, ss.clients[0], ss.vals[0], 400, warm, 0, tmp_path / "w2.pt", False)
+    frozen = pz.Recipe(warm_start=True, freeze=("embed", "stem", "down", "mid"))
+    m, _, _ = pz.train_client_model(cfg, ss.clients[0], ss.vals[0], 400, frozen, 0, tmp_path / "frozen.pt", False,
+                                     init=shared)
+    after = m.state_dict()
+    kept = [n for n in ref if n.split(".")[0] in frozen.freeze]
+    assert kept and all(torch.equal(after[n], ref[n]) for n in kept)  # the shared encoder, unchanged
+    assert not all(torch.equal(after[n], ref[n]) for n in ref if n.startswith("up."))  # the decoder trained
+    with pytest.raises(ValueError, match="freeze must name blocks"):
+        pz.train_client_model(cfg, ss.clients[0], ss.vals[0], 400, pz.Recipe(freeze=("down",)), 0,
+                              tmp_path / "f2.pt", False)
+    with pytest.raises(ValueError, match="freeze must name blocks"):
+        pz.train_client_model(cfg, ss.clients[0], ss.vals[0], 400, pz.Recipe(warm_start=True, freeze=("encoder",)),
+                              0, tmp_path / "f3.pt", False, init=shared)
     with pytest.raises(ValueError, match="not a centralized recipe"):
         pz.train_central(cfg, ss, warm, 0, tmp_path, progress=False)
     with pytest.raises(ValueError, match="not a local-only recipe"):

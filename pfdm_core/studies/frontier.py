@@ -6,9 +6,10 @@ stratified hold-out picks every model's training length):
 
 * local-only and centralized, each TUNED by the same rule as PFDM's recipe (the lowest validation loss among
   `TUNE_RECIPES`): flat lines, they do not depend on eps;
-* PFDM with the paper's recipe, with our recipe (`personalization.OUR_RECIPE`) and with our recipe warm-started from
-  the shared model's weights (`personalization.WARM_RECIPE`, beyond the paper), and "pfdm tuned": the PFDM recipe
-  with the lowest validation loss at that (seed, eps);
+* PFDM with the paper's recipe, with our recipe (`personalization.OUR_RECIPE`), with our recipe warm-started from
+  the shared model's weights (`personalization.WARM_RECIPE`, beyond the paper) and with the shared model's encoder
+  kept frozen and only its decoder trained on the client's images (`personalization.FROZEN_RECIPE`, beyond the
+  paper), and "pfdm tuned": the PFDM recipe with the lowest validation loss at that (seed, eps);
 * the rivals on the same training parts (`run_rivals`): FedAvg (no formal privacy, a reference line) and central
   DP-SGD at each eps it is given (its eps is add/remove-one over the pooled images; PFDM's is replace-one per image).
 
@@ -41,7 +42,7 @@ from pfdm_core.privacy.mechanism import epsilon
 from pfdm_core.studies import personalization as pz
 
 EPSILONS = (1, 5, 10, 50, 200)  # per image
-PFDM_RECIPES = ("paper", pz.OUR_RECIPE, pz.WARM_RECIPE)
+PFDM_RECIPES = ("paper", pz.OUR_RECIPE, pz.WARM_RECIPE, pz.FROZEN_RECIPE)
 TUNE_RECIPES = ("selected", pz.OUR_RECIPE)  # local-only's and centralized's search
 KEY = "gfid_minor"  # the headline: group FID of the minority classes (lower is better)
 ACCOUNTANT = "analytic"
@@ -217,7 +218,8 @@ def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4.2))
     curves = [("pfdm", "paper", "PFDM, the paper's recipe"), ("pfdm", pz.OUR_RECIPE, "PFDM, our recipe"),
-              ("pfdm", pz.WARM_RECIPE, "PFDM, our recipe warm-started"), ("dpsgd", "budget", "DP-SGD (central)")]
+              ("pfdm", pz.WARM_RECIPE, "PFDM, our recipe warm-started"),
+              ("pfdm", pz.FROZEN_RECIPE, "PFDM, shared encoder frozen"), ("dpsgd", "budget", "DP-SGD (central)")]
     for i, (method, recipe, label) in enumerate(curves):
         d = df[(df.method == method) & (df.recipe == recipe)].groupby("eps")[key].agg(["mean", "std"]).reset_index()
         if len(d):

@@ -60,6 +60,7 @@ class Recipe:
     guidance: float = 0.0  # classifier-free guidance weight at sampling (needs p_uncond > 0)
     augment: bool = False  # +-1 pixel shifts of the client's images (9x the data)
     warm_start: bool = False  # PFDM only: the personal denoiser starts from the shared model's weights
+    freeze: tuple[str, ...] = ()  # with warm_start: the shared blocks kept frozen (top-level UNet modules)
 
 
 RECIPES = {
@@ -79,8 +80,14 @@ RECIPES = {
     # client: post-processing of the uploads), then trained on steps 1..t0 with our recipe's regularisation
     "warm start + selected (6x budget) + EMA + dropout + weight decay": Recipe(
         budget=6, select=True, ema_decay=0.995, dropout=0.1, weight_decay=1e-4, warm_start=True),
+    # beyond the paper: the shared model's lower layers kept (time / label embedding, stem, encoder, middle block
+    # frozen at the shared weights) and only the decoder and head trained on the client's images, steps 1..t0
+    "shared encoder frozen + decoder by our recipe": Recipe(
+        budget=6, select=True, ema_decay=0.995, dropout=0.1, weight_decay=1e-4, warm_start=True,
+        freeze=("embed", "stem", "down", "mid")),
 }
 WARM_RECIPE = "warm start + selected (6x budget) + EMA + dropout + weight decay"
+FROZEN_RECIPE = "shared encoder frozen + decoder by our recipe"
 
 # The study's default (notebook 10, digits, preset cpu, seed 0, eps = 10 per image -> t0 = 675): the recipe whose
 # personal denoiser reached the lowest validation loss on client 0's held-out images. EMA, dropout and weight decay
@@ -142,6 +149,12 @@ def train_client_model(cfg: ExperimentConfig, data: Dataset, val: Dataset, t_hi:
     model = _model(cfg, recipe, seed)
     if recipe.warm_start:
         model.load_state_dict(init.state_dict())
+    blocks = dict(model.named_children())
+    if recipe.freeze and (not recipe.warm_start or not set(recipe.freeze) <= set(blocks)):
+        raise ValueError(f"freeze must name blocks of the warm-started model ({sorted(blocks)}), got {recipe.freeze}"
+                         f" with warm_start={recipe.warm_start}")
+    for name in recipe.freeze:
+        blocks[name].requires_grad_(False)
     res = train_selected(model, sched, train_set.x, train_set.y, 1, t_hi, vl, config=tc,
                          every=max(1, cfg.train.steps // 8) if recipe.select else tc.steps,
                          patience=recipe.patience if recipe.select else 0, checkpoint=path, progress=progress, desc=f"{path.stem}")
@@ -202,7 +215,8 @@ def _personal_name(cfg: ExperimentConfig, t0: int, recipe: str) -> str:
 
 def _slug(recipe: Recipe) -> str:
     d = {k: v for k, v in asdict(recipe).items() if v != getattr(Recipe(), k)}
-    return "_".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in d.items()) or "paper"
+    fmt = lambda v: f"{v:g}" if isinstance(v, float) else "+".join(v) if isinstance(v, (tuple, list)) else f"{v}"
+    return "_".join(f"{k}{fmt(v)}" for k, v in d.items()) or "paper"
 
 
 def evaluate(cfg: ExperimentConfig, ss: StudySplit, clf: metrics.Classifier, fake: torch.Tensor,
@@ -330,5 +344,5 @@ def gap_closed(df: pd.DataFrame, key: str = "fid_minor", local: str = "tuned") -
                          "gap_closed_std": g.gap_closed.std(ddof=1), "seeds": g.size()}).reset_index()
 
 
-__all__ = ["OUR_RECIPE", "RECIPES", "WARM_RECIPE", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "personal_curves", "run_study",
+__all__ = ["FROZEN_RECIPE", "OUR_RECIPE", "RECIPES", "WARM_RECIPE", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "personal_curves", "run_study",
            "shift_augment", "steps_trained", "train_central", "train_client_model", "train_local", "train_personal", "train_shared", "tuned", "validation_table"]
