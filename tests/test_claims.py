@@ -154,3 +154,19 @@ def test_generated_tables_of_docs_results_follow_the_result_files():
     script = Path(__file__).resolve().parent.parent / "scripts" / "doc_tables.py"
     r = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_frontier_at_eps_10_no_variant_closes_half_of_the_tuned_gap():
+    """docs/results.md, README and notebook 10 section 7 (runs/cpu/frontier_digits, make frontier): at eps = 10 per
+    image, against tuned local-only and centralized, every PFDM variant's gap-closed interval lies below one half,
+    the validation-tuned PFDM's contains zero, the paper's recipe is below zero, over at least three seeds."""
+    from pfdm_core.studies import frontier as fr
+
+    rows = fr.collect(RUNS / "frontier_digits")
+    t = fr.table(rows)
+    strict = t[(t.eps == 10) & t.method.isin(["pfdm", "pfdm tuned"])]
+    assert rows.seed.nunique() >= 3 and (strict.seeds >= 3).all(), strict.seeds.tolist()
+    assert (strict.gap_closed_hi < 0.5).all(), strict[["recipe", "gap_closed_hi"]]
+    tuned = strict[strict.method == "pfdm tuned"].iloc[0]
+    assert tuned.gap_closed_lo < 0 < tuned.gap_closed_hi
+    assert strict[strict.recipe == "paper"].gap_closed_hi.item() < 0

@@ -44,6 +44,7 @@ from pfdm_core.studies import personalization as pz
 EPSILONS = (1, 5, 10, 50, 200)  # per image
 PFDM_RECIPES = ("paper", pz.OUR_RECIPE, pz.WARM_RECIPE, pz.FROZEN_RECIPE)
 TUNE_RECIPES = ("selected", pz.OUR_RECIPE)  # local-only's and centralized's search
+LABELS = {"gfid_minor": "minority group FID", "gfid_major": "majority group FID"}
 KEY = "gfid_minor"  # the headline: group FID of the minority classes (lower is better)
 ACCOUNTANT = "analytic"
 
@@ -214,6 +215,7 @@ def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=
     """`key` against per-image eps (per-pixel eps on the top axis): PFDM's recipes and DP-SGD as curves with the
     std over seeds, tuned local-only, centralized and FedAvg as flat lines."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4.2))
@@ -222,8 +224,9 @@ def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=
               ("pfdm", pz.FROZEN_RECIPE, "PFDM, shared encoder frozen"), ("dpsgd", "budget", "DP-SGD (central)")]
     for i, (method, recipe, label) in enumerate(curves):
         d = df[(df.method == method) & (df.recipe == recipe)].groupby("eps")[key].agg(["mean", "std"]).reset_index()
-        if len(d):
-            ax.errorbar(d.eps, d["mean"], yerr=d["std"].fillna(0), fmt="o-", capsize=3, color=f"C{i}", label=label)
+        if len(d):  # curves dodged sideways (by a few percent of eps) so that their error bars do not overlap
+            ax.errorbar(d.eps * 1.05 ** (i - 1.5), d["mean"], yerr=d["std"].fillna(0), fmt="o-", capsize=3,
+                        color=f"C{i}", label=label)
     for method, ls, label in (("local", "--", "local-only (tuned)"), ("central", ":", "centralized (tuned)"),
                               ("fedavg", "-.", "FedAvg (no formal privacy)")):
         v = df[df.method == method][key]
@@ -232,10 +235,13 @@ def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=
     eps = sorted(df.eps.dropna().unique())
     ax.set(xscale="log", xticks=eps, xticklabels=[f"{e:g}" for e in eps],
            xlabel=f"per-image eps of the upload ({ACCOUNTANT} accountant, C = {cfg.privacy.clip_norm:g}, "
-                  f"delta = {cfg.privacy.delta:g})", ylabel=f"{key}, client 0 (lower is better)")
+                  f"delta = {cfg.privacy.delta:g})", ylabel=LABELS.get(key, key) + ", client 0 (lower is better)")
     ax.minorticks_off()
+    if len(eps) == 1:
+        ax.set_xlim(eps[0] / 1.6, eps[0] * 1.6)
     sched = Schedule(cfg.T)
     top = ax.secondary_xaxis("top")
+    top.xaxis.set_minor_locator(NullLocator())
     top.set_xticks(eps, [f"{epsilon(t0_of(cfg, e), sched, delta=cfg.privacy.delta, accountant=ACCOUNTANT, unit='per-pixel'):.2g}"
                          for e in eps])
     top.set_xlabel("the same uploads in the paper's per-pixel unit")
