@@ -10,6 +10,7 @@ Blocks: "nb04" (notebook 04's Table 1 with the group metric and the paired verdi
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from pathlib import Path
@@ -62,7 +63,9 @@ def _recipe_label(method: str, recipe: str) -> str:
     return f"{base.get(method, method)}, {names.get(recipe, recipe)}"
 
 
+@functools.cache
 def _frontier():
+    """The frontier's rows, table and membership table (read once for both blocks)."""
     from pfdm_core.studies import frontier as fr
 
     rows = fr.collect(FRONTIER)

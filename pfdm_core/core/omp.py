@@ -80,6 +80,7 @@ class Governor:
     def __init__(self, every: float = 0.25, busy: float = BUSY_CORES) -> None:
         import torch
 
+        self.torch = torch  # loaded once: __call__ runs before every step
         self.every, self.busy, self.cores = every, busy, os.cpu_count() or 1
         self.fixed = os.environ.get(THREADS, "auto") == "fixed" or _cpu_times() is None
         self.full = self._set = torch.get_num_threads()
@@ -100,8 +101,7 @@ class Governor:
 
     def __call__(self) -> int:
         """Decide (at most every `every` s) and return torch's thread count."""
-        import torch
-
+        torch = self.torch
         cur = torch.get_num_threads()
         if cur != self._set:  # the caller changed it (torch.set_num_threads): that is the new full count
             self.full = self._set = cur

@@ -178,7 +178,7 @@ def train_central(cfg: ExperimentConfig, ss: StudySplit, recipe: Recipe, seed: i
     if recipe.warm_start:
         raise ValueError("a warm_start recipe starts from PFDM's shared model: not a centralized recipe")
     return train_client_model(cfg, union(ss.clients), union(ss.vals), cfg.T, recipe, seed,
-                              folder / f"central_{_slug(recipe)}.pt", progress)
+                              _checkpoint(cfg, folder, "central", recipe), progress)
 
 
 def train_local(cfg: ExperimentConfig, ss: StudySplit, recipe: str, seed: int, folder: Path,
@@ -189,7 +189,7 @@ def train_local(cfg: ExperimentConfig, ss: StudySplit, recipe: str, seed: int, f
     if r.warm_start:
         raise ValueError(f"recipe {recipe!r} warm-starts from PFDM's shared model: not a local-only recipe")
     me, val = ss.clients[cfg.eval.client], ss.vals[cfg.eval.client]
-    return train_client_model(cfg, me, val, cfg.T, r, seed, folder / f"local_{_slug(r)}.pt", progress)
+    return train_client_model(cfg, me, val, cfg.T, r, seed, _checkpoint(cfg, folder, "local", r), progress)
 
 
 def train_personal(cfg: ExperimentConfig, ss: StudySplit, t0: int, recipe: str, seed: int, folder: Path,
@@ -198,7 +198,7 @@ def train_personal(cfg: ExperimentConfig, ss: StudySplit, t0: int, recipe: str, 
     (warm-started from `shared` when the recipe says so), selected on its hold-out; cached in folder."""
     r = RECIPES[recipe]
     me, val = ss.clients[cfg.eval.client], ss.vals[cfg.eval.client]
-    return train_client_model(cfg, me, val, t0, r, seed, folder / f"{_personal_name(cfg, t0, recipe)}.pt", progress,
+    return train_client_model(cfg, me, val, t0, r, seed, _checkpoint(cfg, folder, "pfdm", recipe, t0), progress,
                               init=shared if r.warm_start else None)
 
 
@@ -206,6 +206,13 @@ def steps_trained(checkpoint: Path) -> int:
     """Optimiser steps a selected model was trained for (its client compute): the last step of the validation curve
     saved beside `checkpoint` (early stopping ends a run at a validation step)."""
     return int(load_checkpoint(Path(checkpoint).with_suffix(".best.pt"))["curve"][-1][0])
+
+
+def _checkpoint(cfg: ExperimentConfig, folder: Path, method: str, recipe: Recipe | str, t0: int | None = None) -> Path:
+    """Where `run_study`'s model of `method` ("local", "central" or "pfdm": the personal denoiser at t0) is cached."""
+    if method == "pfdm":
+        return folder / f"{_personal_name(cfg, t0, recipe)}.pt"
+    return folder / f"{method}_{_slug(RECIPES[recipe] if isinstance(recipe, str) else recipe)}.pt"
 
 
 def _personal_name(cfg: ExperimentConfig, t0: int, recipe: str) -> str:
@@ -253,12 +260,12 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
         for rname in local_recipes:
             m, used, vloss = train_local(cfg, ss, rname, seed, folder, progress)
             models.append(({"method": "local", "recipe": rname, "t0": None, "steps_used": used,
-                            "steps_trained": steps_trained(folder / f"local_{_slug(RECIPES[rname])}.pt"),
+                            "steps_trained": steps_trained(_checkpoint(cfg, folder, "local", rname)),
                             "validation_loss": vloss}, m))
         for rname in central_recipes:
             m, used, vloss = train_central(cfg, ss, RECIPES[rname], seed, folder, progress)
             models.append(({"method": "central", "recipe": rname, "t0": None, "steps_used": used,
-                            "steps_trained": steps_trained(folder / f"central_{_slug(RECIPES[rname])}.pt"),
+                            "steps_trained": steps_trained(_checkpoint(cfg, folder, "central", rname)),
                             "validation_loss": vloss}, m))
         for t0 in t0s:
             shared = train_shared(cfg, ss, t0, seed, folder, progress)
@@ -266,7 +273,7 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
                 r = RECIPES[rname]
                 p, used, vloss = train_personal(cfg, ss, t0, rname, seed, folder, shared, progress)
                 models.append(({"method": "pfdm", "recipe": rname, "t0": t0, "steps_used": used, "validation_loss": vloss,
-                                "steps_trained": steps_trained(folder / f"{_personal_name(cfg, t0, rname)}.pt"),
+                                "steps_trained": steps_trained(_checkpoint(cfg, folder, "pfdm", rname, t0)),
                                 "eps_analytic": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta, "analytic"),
                                 "eps_thm51": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta)}, (shared, p, r.guidance)))
         # evaluation: the only place that reads the test reference
