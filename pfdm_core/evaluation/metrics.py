@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from scipy import linalg
 from scipy.spatial.distance import cdist
-from sklearn.neighbors import NearestNeighbors
 from torch import nn
 from tqdm.auto import trange
 
@@ -230,6 +229,10 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
         if len(ref) < 2:
             return float("nan")
         kk = min(k, len(ref) - 1)  # tiny sets (a client's 5 minority images): fewer neighbours
+        from sklearn.neighbors import (
+            NearestNeighbors,  # imported here: it costs seconds per process
+        )
+
         radii = NearestNeighbors(n_neighbors=kk + 1).fit(ref).kneighbors(ref)[0][:, -1]  # (N,) k-th NN, not self
         dist = cdist(query, ref)  # (M, N) Euclidean, without an (M, N, D) temporary
         return float((dist <= radii[None, :]).any(1).mean())

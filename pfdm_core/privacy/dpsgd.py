@@ -29,13 +29,9 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from opacus import GradSampleModule
-from opacus.accountants import create_accountant
-from opacus.accountants.utils import get_noise_multiplier
-from opacus.optimizers import DPOptimizer
-from opacus.validators import ModuleValidator
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -46,6 +42,9 @@ from pfdm_core.core.diffusion import diffusion_loss
 from pfdm_core.core.schedule import Schedule
 from pfdm_core.core.train import TrainConfig, ema_update
 from pfdm_core.privacy.mechanism import check_delta, check_positive
+
+if TYPE_CHECKING:  # Opacus is imported where it is used: it pulls torch.distributed and sympy (seconds per process)
+    from opacus import GradSampleModule
 
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 
@@ -79,6 +78,8 @@ class DPResult:
 
 def make_dp_compatible(model: nn.Module) -> nn.Module:
     """`model` if Opacus accepts it, else `ModuleValidator.fix(model)` (e.g. BatchNorm -> GroupNorm)."""
+    from opacus.validators import ModuleValidator
+
     if not ModuleValidator.validate(model, strict=False):
         return model
     fixed = ModuleValidator.fix(model)
@@ -92,6 +93,8 @@ def noise_multiplier(dp: DPConfig, sample_rate: float, steps: int) -> float:
     """The smallest sigma with eps(sigma, q, steps) <= dp.eps, to 0.1% of dp.eps (Opacus' search)."""
     if not 0 < sample_rate <= 1:
         raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+    from opacus.accountants.utils import get_noise_multiplier
+
     return get_noise_multiplier(target_epsilon=dp.eps, target_delta=dp.delta, sample_rate=sample_rate,
                                 steps=int(steps), accountant=dp.accountant, epsilon_tolerance=1e-3 * dp.eps)
 
@@ -144,6 +147,10 @@ def train_dpsgd(model: nn.Module, sched: Schedule, x: torch.Tensor, y: torch.Ten
     x, y = x.to(dev), (y.to(dev) if y is not None else None)
     gen = torch.Generator(device=dev).manual_seed(config.seed)  # batches, steps t, diffusion noise
     noise_gen = torch.Generator(device=dev).manual_seed(config.seed + 1)  # the DP noise
+    from opacus import GradSampleModule
+    from opacus.accountants import create_accountant
+    from opacus.optimizers import DPOptimizer
+
     gsm = GradSampleModule(model, loss_reduction="mean")
     opt = DPOptimizer(torch.optim.Adam(gsm.parameters(), lr=config.lr, weight_decay=config.weight_decay),
                       noise_multiplier=sigma, max_grad_norm=dp.clip_norm, expected_batch_size=config.batch_size,
