@@ -431,7 +431,7 @@ def sample_method(method: str, models: dict[str, nn.Module], cfg: ExperimentConf
 
 
 # fields that change what is trained (the others only change sampling and evaluation) ...
-_EVAL_ONLY = ("t0s", "n_per_class", "ddim_steps", "classifier_epochs", "classifier_train_size")
+_EVAL_ONLY = ("t0s", "n_per_class", "ddim_steps", "classifier_epochs", "classifier_train_size", "reference_per_class")
 # ... and fields of one method only, which its own checkpoint guards (name and fingerprint)
 _METHOD_OWN = ("dp_eps", "dp_clip_norm", "dp_multiplicity", "dp_accountant", "dp_batch_size", "dp_steps",
                "phoenix_filter_reference")

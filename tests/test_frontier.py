@@ -85,3 +85,11 @@ def test_table_gap_and_paired_interval():
 def test_recipes_are_known():
     assert set(fr.PFDM_RECIPES) | set(fr.TUNE_RECIPES) <= set(pz.RECIPES)
     assert pz.RECIPES[pz.WARM_RECIPE].warm_start and not any(pz.RECIPES[r].warm_start for r in fr.TUNE_RECIPES)
+
+
+def test_first_win_is_where_the_tuned_pfdm_starts_to_beat_local_for_good():
+    t = pd.DataFrame({"method": ["pfdm tuned"] * 4 + ["pfdm"], "eps": [1.0, 10.0, 50.0, 200.0, 1.0],
+                      "local_minus_lo": [0.5, -0.2, 0.1, 0.3, 9.0]})
+    assert fr.first_win(t) == 50.0  # eps 1's win is not "from there on": eps 10 loses
+    assert fr.first_win(t.assign(local_minus_lo=[0.1, 0.2, 0.3, 0.4, -1.0])) == 1.0
+    assert fr.first_win(t.assign(local_minus_lo=[1.0, 1.0, 1.0, -0.1, 1.0])) is None  # not at the largest eps

@@ -251,6 +251,16 @@ def test_damaged_config_json_is_named(tmp_path):
         ckpt.check_config_folder(tmp_path, {"a": 1})
 
 
+def test_a_field_added_later_reads_as_its_default_in_nested_sections(tmp_path):
+    """A folder written before a config field existed (here eval.reference_per_class) is still accepted when the
+    field has its default, and refused when it does not."""
+    ckpt.check_config_folder(tmp_path, {"eval": {"n": 1}, "seed": 0})  # the old code wrote this
+    defaults = {"eval": {"n": 1, "added": 0}, "seed": 0}
+    ckpt.check_config_folder(tmp_path, {"eval": {"n": 1, "added": 0}, "seed": 0}, defaults=defaults)
+    with pytest.raises(ValueError, match=r"differs in \['eval'\]"):
+        ckpt.check_config_folder(tmp_path, {"eval": {"n": 1, "added": 5}, "seed": 0}, defaults=defaults)
+
+
 # ----------------------------------------------------------------------------- caches and data roots
 def test_classifier_cache_is_keyed_by_its_data(tmp_path, monkeypatch):
     monkeypatch.setenv("PFDM_RUNS", str(tmp_path))

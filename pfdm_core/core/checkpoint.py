@@ -132,13 +132,21 @@ class Cadence:
         return False
 
 
+def _with_defaults(saved: dict, defaults: dict) -> dict:
+    """`saved` with the keys it lacks taken from `defaults`, recursively into nested sections."""
+    out = dict(defaults)
+    for k, v in saved.items():
+        out[k] = _with_defaults(v, defaults[k]) if isinstance(v, dict) and isinstance(defaults.get(k), dict) else v
+    return out
+
+
 def check_config_folder(folder: Path, fingerprint: dict, defaults: dict | None = None) -> None:
     """Refuse a checkpoint folder whose config.json differs from `fingerprint`; record it otherwise.
-    A key missing from an older config.json is read as its value in `defaults` (if given)."""
+    A key missing from an older config.json, at any depth, is read as its value in `defaults` (if given)."""
     path = Path(folder) / "config.json"
     if path.exists():
         try:
-            old = {**(defaults or {}), **json.loads(path.read_text())}
+            old = _with_defaults(json.loads(path.read_text()), defaults or {})
         except (ValueError, UnicodeDecodeError) as e:
             raise ValueError(f"{path} cannot be read ({type(e).__name__}); delete the folder's config.json "
                              "and its checkpoints to retrain") from None

@@ -211,6 +211,18 @@ def table(df: pd.DataFrame, key: str = KEY) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def first_win(t: pd.DataFrame) -> float | None:
+    """The smallest eps from which on (at it and at every larger eps measured) the validation-tuned PFDM beats tuned
+    local-only: the 95% interval of the paired difference local - PFDM lies above zero. None: not at the largest eps."""
+    tuned = t[t.method == "pfdm tuned"].dropna(subset=["local_minus_lo"]).sort_values("eps", ascending=False)
+    first = None
+    for r in tuned.itertuples():
+        if not r.local_minus_lo > 0:
+            break
+        first = float(r.eps)
+    return first
+
+
 def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=None):
     """`key` against per-image eps (per-pixel eps on the top axis): PFDM's recipes and DP-SGD as curves with the
     std over seeds, tuned local-only, centralized and FedAvg as flat lines."""

@@ -254,7 +254,8 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
     rows, samples = [], {}
     for seed in seeds:
         folder = Path(out) / f"seed{seed}"
-        check_config_folder(folder, json.loads(json.dumps(asdict(cfg), default=str)) | {"val_fraction": val_fraction})
+        as_json = lambda c: json.loads(json.dumps(asdict(c), default=str))  # noqa: E731
+        check_config_folder(folder, as_json(cfg) | {"val_fraction": val_fraction}, defaults=as_json(ExperimentConfig()))
         ss = make_study_split(cfg, seed, val_fraction)
         models: list[tuple[dict, nn.Module | tuple]] = []
         for rname in local_recipes:
