@@ -52,5 +52,5 @@ def test_the_recorded_tour_is_the_tour_of_today():
     step = rec["calibration"]["mean_s_per_step"]
     assert step == pytest.approx(sum(rec["calibration"]["s_per_step"]) / len(rec["calibration"]["s_per_step"]), abs=1e-5)
     assert rec["total_over_calibration"] == round(rec["total_seconds"] / step)
-    assert sum(n["seconds"] for n in rec["notebooks"]) <= rec["total_seconds"]
+    assert sum(n["seconds"] for n in rec["notebooks"]) <= rec["total_seconds"] + 0.05 * len(names)  # each rounded to 0.1 s
     assert all(n["over_calibration"] == round(n["seconds"] / step) for n in rec["notebooks"])
