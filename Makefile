@@ -1,5 +1,5 @@
 # pfdm: two commands set everything up (see README.md).
-#   make run   - create .venv, install, execute every notebook with papermill: the tour, < 20 min on 2 cores
+#   make run   - create .venv, install, execute every notebook with papermill: the tour (its measured time: README)
 #                (01-04 at cpu, 02 with fewer metric samples, 04 PFDM vs local on one seed; 05-10 at smoke;
 #                scripts/rerun.py TOUR) -> runs/default/; a second call reuses the models trained there
 #   make test  - create .venv if needed, unit tests + every notebook under nbval (smoke preset)

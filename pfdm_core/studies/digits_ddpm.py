@@ -2,8 +2,9 @@
 
 `digits_ddpm(preset, seed)` trains (or loads, when the checkpoint exists) a class-conditional
 DDPM on the training split of scikit-learn's digits; the checkpoint's name carries a hash of the
-recipe, so a changed recipe trains a new model instead of refusing the old file. Notebooks 02 and 03 both call it, so the
-model trained in one is reused by the other, and a run interrupted half-way resumes.
+recipe, so a changed recipe trains a new model instead of refusing the old file. Notebooks 02 and
+03 both call it, so the model trained in one is reused by the other, and a run interrupted
+half-way resumes.
 """
 from __future__ import annotations
 
