@@ -102,8 +102,12 @@ def test_bench_end_to_end_reads_the_last_make_run(tmp_path):
     assert bench_end_to_end.last_make_run(summary) == []  # a `--preset cpu` rerun is not make run
     summary.write_text(json.dumps({"preset": "tour", "notebooks": [{"notebook": "01_a.ipynb", "seconds": 3, "status": "ok"},
                                                                    {"notebook": "02_b.ipynb", "seconds": 5, "status": "failed: x"}]}))
-    assert bench_end_to_end.last_make_run(summary) == [{"notebook": "01_a", "tour_s": 3, "ok": True},
-                                                       {"notebook": "02_b", "tour_s": 5, "ok": False}]
+    assert bench_end_to_end.last_make_run(summary) == [  # an older summary: no calibration recorded
+        {"notebook": "01_a", "tour_s": 3, "ok": True, "tour_over_calibration": None},
+        {"notebook": "02_b", "tour_s": 5, "ok": False, "tour_over_calibration": None}]
+    summary.write_text(json.dumps({"preset": "tour", "notebooks": [
+        {"notebook": "01_a.ipynb", "seconds": 3, "status": "ok", "over_calibration": 30}]}))
+    assert bench_end_to_end.last_make_run(summary)[0]["tour_over_calibration"] == 30  # make run's own ratio
 
 
 def test_bench_pfdm_vs_baselines(bench):
