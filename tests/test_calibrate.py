@@ -27,6 +27,15 @@ def test_step_seconds_refuses_bad_counts(kw):
         calibrate.step_seconds(**kw)
 
 
+def test_the_workload_is_notebook_04s_digits_step():
+    from pfdm_core.core.nets import UNetConfig
+    from pfdm_core.experiment import PRESETS
+
+    cfg = PRESETS["digits"]["cpu"]
+    assert UNetConfig(**calibrate.NET) == cfg.net
+    assert (calibrate.BATCH, calibrate.LR, calibrate.T) == (cfg.train.batch_size, cfg.train.lr, cfg.T)
+
+
 def test_machine_names_the_cpu_and_cores():
     m = calibrate.machine()
     assert m["cpu"] and m["cores"] >= 1 and m["torch"] == torch.__version__ and m["date"].endswith("UTC")

@@ -15,6 +15,9 @@ import statistics
 import time
 
 WORKLOAD = "one training step of the digits cpu UNet (eps-loss forward + backward + Adam)"
+# notebook 04's digits UNet and batch at `cpu` (experiment.PRESETS; tests/test_calibrate.py keeps them equal):
+# written here because the core floor does not import the experiment
+NET, BATCH, LR, T = dict(image_size=8, in_channels=1, base_channels=32, channel_mults=(1, 2)), 64, 1e-3, 1000
 
 
 def step_seconds(repeats: int = 15, warmup: int = 3, batch: int | None = None) -> float:
@@ -24,19 +27,18 @@ def step_seconds(repeats: int = 15, warmup: int = 3, batch: int | None = None) -
     import torch
 
     from pfdm_core.core.diffusion import diffusion_loss
-    from pfdm_core.core.nets import UNet
+    from pfdm_core.core.nets import UNet, UNetConfig
     from pfdm_core.core.schedule import Schedule
-    from pfdm_core.experiment import PRESETS
 
-    cfg = PRESETS["digits"]["cpu"]
-    batch = batch or cfg.train.batch_size
+    net = UNetConfig(**NET)
+    batch = batch or BATCH
     gen = torch.Generator().manual_seed(0)
     with torch.random.fork_rng():  # the caller's random stream is left as it was
         torch.manual_seed(0)
-        model, sched = UNet(cfg.net), Schedule(cfg.T)
-        opt = torch.optim.Adam(model.parameters(), cfg.train.lr)
-        x = torch.randn(batch, cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size, generator=gen)
-        y = torch.randint(0, cfg.net.num_classes, (batch,), generator=gen)
+        model, sched = UNet(net), Schedule(T)
+        opt = torch.optim.Adam(model.parameters(), LR)
+        x = torch.randn(batch, net.in_channels, net.image_size, net.image_size, generator=gen)
+        y = torch.randint(0, net.num_classes, (batch,), generator=gen)
         times = []
         for i in range(warmup + repeats):
             start = time.perf_counter()
