@@ -158,8 +158,8 @@ def _wins(t: pd.DataFrame) -> str:
     points = ", ".join(f"{r.eps:g} ({_ci(r.local_minus_mean, r.local_minus_lo, r.local_minus_hi)}, {int(r.seeds)} seeds)"
                        for r in tuned.itertuples())
     first = fr.first_win(t)
-    where = (f"it beats tuned local-only, with the interval above zero, from eps = {first:g} on" if first is not None
-             else "at no measured eps does it beat tuned local-only with an interval above zero")
+    where = (f"the tuned PFDM beats tuned local-only, with the interval above zero, from eps = {first:g} on" if first is not None
+             else "at no measured eps does the tuned PFDM beat tuned local-only with an interval above zero")
     return (f" Along the measured eps per image (local - tuned PFDM, minority group FID, 95% CI: {points}), {where}.")
 
 
