@@ -229,9 +229,8 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
         if len(ref) < 2:
             return float("nan")
         kk = min(k, len(ref) - 1)  # tiny sets (a client's 5 minority images): fewer neighbours
-        from sklearn.neighbors import (
-            NearestNeighbors,  # imported here: it costs seconds per process
-        )
+        # imported here, not at the top: scikit-learn costs seconds per process
+        from sklearn.neighbors import NearestNeighbors
 
         radii = NearestNeighbors(n_neighbors=kk + 1).fit(ref).kneighbors(ref)[0][:, -1]  # (N,) k-th NN, not self
         dist = cdist(query, ref)  # (M, N) Euclidean, without an (M, N, D) temporary

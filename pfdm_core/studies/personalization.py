@@ -252,10 +252,11 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
     y = torch.arange(K).repeat_interleave(cfg.eval.n_per_class)
     shape = (len(y), cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size)
     rows, samples = [], {}
+    as_json = lambda c: json.loads(json.dumps(asdict(c), default=str))  # noqa: E731
+    fingerprint, defaults = as_json(cfg) | {"val_fraction": val_fraction}, as_json(ExperimentConfig())
     for seed in seeds:
         folder = Path(out) / f"seed{seed}"
-        as_json = lambda c: json.loads(json.dumps(asdict(c), default=str))  # noqa: E731
-        check_config_folder(folder, as_json(cfg) | {"val_fraction": val_fraction}, defaults=as_json(ExperimentConfig()))
+        check_config_folder(folder, fingerprint, defaults=defaults)
         ss = make_study_split(cfg, seed, val_fraction)
         models: list[tuple[dict, nn.Module | tuple]] = []
         for rname in local_recipes:
