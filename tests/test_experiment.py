@@ -190,6 +190,8 @@ def test_summarize_mean_std_and_seed_counts():
     assert pfdm.fid_major == "2.00 ± 1.41" and pfdm.fid_minor == "4.00 ± 2.83" and pfdm.fid_avg == "3.00 ± 2.12"
     assert float(pfdm.t0) == 693 and pfdm.seeds == 2
     assert local.fid_major == "4.00 ± 2.00" and local.t0 == "-" and local.seeds == 3
+    one = summarize(pd.DataFrame(rows[:1]))
+    assert one.fid_major.iloc[0] == "1.00" and one.seeds.iloc[0] == 1  # one seed: the mean alone, never '± nan'
     custom = summarize(pd.DataFrame(rows), keys=("fid_avg",))
     assert list(custom.columns) == ["method", "t0", "fid_avg", "seeds"]
 
@@ -200,7 +202,7 @@ def test_summarize_of_a_real_run(smoke_run):
     assert len(table) == 3 and (table.seeds == 1).all()
     local = table[table.method == "local"].iloc[0]
     assert local.t0 == "-"
-    assert local.fid_avg.startswith(f"{df[df.method == 'local'].fid_avg.iloc[0]:.2f} ± ")
+    assert local.fid_avg == f"{df[df.method == 'local'].fid_avg.iloc[0]:.2f}"  # one seed: no '± nan'
 
 
 # ----------------------------------------------------------------------------- bad inputs

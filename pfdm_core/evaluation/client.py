@@ -64,10 +64,11 @@ def evaluate_client(clf: metrics.Classifier, fake: torch.Tensor, fake_y: torch.T
 
 
 def summarize(df: pd.DataFrame, keys: Sequence[str] = ("fid_major", "fid_minor", "fid_avg")) -> pd.DataFrame:
-    """mean +- std over seeds per (method, t0), as 'm ± s' strings, and the number of seeds."""
+    """mean +- std over seeds per (method, t0), as 'm ± s' strings ('m' alone for one seed), and the number of seeds."""
     g = df.fillna({"t0": -1}).groupby(["method", "t0"], sort=False)
     mean, std = g[list(keys)].mean(), g[list(keys)].std(ddof=1)  # std is NaN with a single seed
-    table = pd.DataFrame({k: [f"{m:.2f} ± {s:.2f}" for m, s in zip(mean[k], std[k])] for k in keys}, index=mean.index)
+    cell = lambda m, s: f"{m:.2f}" if np.isnan(s) else f"{m:.2f} ± {s:.2f}"  # noqa: E731
+    table = pd.DataFrame({k: [cell(m, s) for m, s in zip(mean[k], std[k])] for k in keys}, index=mean.index)
     table["seeds"] = g.size()
     return table.reset_index().replace({"t0": {-1: "-"}})
 
