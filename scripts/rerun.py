@@ -69,6 +69,7 @@ def tour_parameters(name: str) -> dict:
 def rerun(preset: str | None, prefixes: list[str] | None = None, out: Path | None = None, kernel: str = "python3") -> dict:
     """Every chosen notebook at `preset`, or (preset None) at its tour parameters."""
     import papermill as pm
+    import clean_notebooks  # noqa: E402  (scripts/, next to this file)
 
     from pfdm_core.core.checkpoint import write_json
     from pfdm_core.core.paths import runs_dir
@@ -97,6 +98,7 @@ def rerun(preset: str | None, prefixes: list[str] | None = None, out: Path | Non
         try:
             pm.execute_notebook(nb, out / nb.name, parameters=params, cwd=REPO / "notebooks",
                                 kernel_name=kernel, progress_bar=False)
+            clean_notebooks.main([str(out / nb.name)])  # no progress bars frozen at 0% in what is kept
             status = "ok"
         except Exception as err:  # a failing notebook is reported; the others still run
             status = f"failed: {type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
