@@ -68,8 +68,8 @@ def tour_parameters(name: str) -> dict:
 
 def rerun(preset: str | None, prefixes: list[str] | None = None, out: Path | None = None, kernel: str = "python3") -> dict:
     """Every chosen notebook at `preset`, or (preset None) at its tour parameters."""
+    import clean_notebooks  # scripts/, next to this file
     import papermill as pm
-    import clean_notebooks  # noqa: E402  (scripts/, next to this file)
 
     from pfdm_core.core.checkpoint import write_json
     from pfdm_core.core.paths import runs_dir
