@@ -50,19 +50,12 @@ def nb04() -> str:
 
 
 FRONTIER = RUNS / "frontier_digits"
-HALF = 0.5  # the question of the frontier: does a variant close at least half of the tuned local -> central gap?
 
 
 def _recipe_label(method: str, recipe: str) -> str:
-    from pfdm_core.studies import personalization as pz
+    from pfdm_core.studies import frontier as fr
 
-    names = {"paper": "the paper's recipe", pz.OUR_RECIPE: "our recipe (notebook 10)",
-             pz.WARM_RECIPE: "our recipe, warm-started from the shared model",
-             pz.FROZEN_RECIPE: "shared encoder frozen, decoder by our recipe", "tuned": "tuned",
-             "selected": "selected length", "budget": "its budget"}
-    base = {"local": "local-only", "central": "centralized", "pfdm": "PFDM", "pfdm tuned": "PFDM",
-            "fedavg": "FedAvg", "dpsgd": "DP-SGD"}
-    return f"{base.get(method, method)}, {names.get(recipe, recipe)}"
+    return fr.label(method, recipe)
 
 
 @functools.cache
@@ -125,27 +118,22 @@ def frontier_verdict() -> str:
     if not list(FRONTIER.glob("point_seed*_eps*.csv")):
         return "No frontier point at eps <= 10 per image has finished yet.\n"
     fr, rows, t, _ = _frontier()
-    strict = t[(t.eps <= 10) & t.method.isin(["pfdm", "pfdm tuned"])].dropna(subset=["gap_closed_mean"])
-    if strict.empty:
+    v = fr.strict_verdict(t)
+    if v is None:
         return "No frontier point at eps <= 10 per image has finished yet.\n"
-    tuned = strict[strict.method == "pfdm tuned"].iloc[0]
-    seeds = sorted(rows[rows.eps == tuned.eps].seed.unique().tolist())
-    best = strict[strict.method == "pfdm"].loc[lambda d: d.gap_closed_mean.idxmax()]
-    if len(seeds) < 2:
-        verdict = "one seed gives no interval yet"
-    elif (strict.gap_closed_lo >= HALF).any():
-        verdict = "a variant closes at least half of the gap: its interval lies above 0.5"
-    elif (strict.gap_closed_hi < HALF).all():
-        verdict = "**no variant closes half of the gap**: every interval lies below 0.5"
-    else:
-        verdict = "whether a variant closes half of the gap is not settled: an interval contains 0.5"
-    return (f"At eps = {tuned.eps:g} per image (t0 = {int(tuned.t0)}; digits, client 0, seeds "
+    tuned, best = v["tuned"], v["best"]
+    seeds = sorted(rows[rows.eps == v["eps"]].seed.unique().tolist())
+    verdict = {"one seed": "one seed gives no interval yet",
+               "yes": f"a variant closes at least half of the gap: its interval lies above {fr.HALF:g}",
+               "no": f"**no variant closes half of the gap**: every interval lies below {fr.HALF:g}",
+               "unsettled": f"whether a variant closes half of the gap is not settled: an interval contains {fr.HALF:g}"}
+    return (f"At eps = {v['eps']:g} per image (t0 = {int(tuned.t0)}; digits, client 0, seeds "
             f"{', '.join(map(str, seeds))}, preset `cpu`), PFDM with its recipe chosen per seed on validation loss "
             f"closes **{_ci(tuned.gap_closed_mean, tuned.gap_closed_lo, tuned.gap_closed_hi, '.2f')}** of the gap "
             f"between tuned local-only and tuned centralized training on client 0's minority classes (group FID, 95% "
             f"t-interval over seeds); the best single variant, picked after seeing these numbers "
             f"({_recipe_label(best.method, best.recipe)}), "
-            f"{_ci(best.gap_closed_mean, best.gap_closed_lo, best.gap_closed_hi, '.2f')}: {verdict}.{_wins(t)}\n")
+            f"{_ci(best.gap_closed_mean, best.gap_closed_lo, best.gap_closed_hi, '.2f')}: {verdict[v['verdict']]}.{_wins(t)}\n")
 
 
 def _wins(t: pd.DataFrame) -> str:
@@ -169,7 +157,9 @@ def _duration(seconds: float) -> str:
 
 def tour() -> str:
     """`make run`'s notebooks: measured minutes, the machine, and the ratio to the calibration workload."""
-    rec = json.loads((REPO / "benchmarks" / "tour.json").read_text())  # tests/test_calibrate.py keeps it current
+    from rerun import RECORD
+
+    rec = json.loads(RECORD.read_text())  # written by rerun.py --record; tests/test_calibrate.py keeps it current
     m, step = rec["machine"], rec["calibration"]["mean_s_per_step"]
     per = ", ".join(f"{n['notebook'][:2]} {_duration(n['seconds'])}" for n in rec["notebooks"])
     return (f"* Measured ({m['date'][:10]}, {m['cpu']}, {m['cores']} cores, torch {m['torch']}): the tour's notebooks "

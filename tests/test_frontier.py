@@ -93,3 +93,20 @@ def test_first_win_is_where_the_tuned_pfdm_starts_to_beat_local_for_good():
     assert fr.first_win(t) == 50.0  # eps 1's win is not "from there on": eps 10 loses
     assert fr.first_win(t.assign(local_minus_lo=[0.1, 0.2, 0.3, 0.4, -1.0])) == 1.0
     assert fr.first_win(t.assign(local_minus_lo=[1.0, 1.0, 1.0, -0.1, 1.0])) is None  # not at the largest eps
+
+
+def test_strict_verdict_answers_at_the_largest_eps_up_to_ten():
+    def rows(eps, lo, hi, seeds=3):
+        return pd.DataFrame({"method": ["pfdm tuned", "pfdm", "pfdm"], "recipe": ["tuned", "paper", pz.FROZEN_RECIPE],
+                             "eps": [eps] * 3, "gap_closed_mean": [0.1, 0.0, 0.2], "gap_closed_lo": lo,
+                             "gap_closed_hi": hi, "seeds": [seeds] * 3})
+    strict = rows(10.0, [-0.2, -0.3, 0.0], [0.4, 0.3, 0.45])
+    loose = rows(200.0, [0.6, 0.6, 0.6], [0.9, 0.9, 0.9])  # above eps_max: never read
+    v = fr.strict_verdict(pd.concat([rows(5.0, [0.6] * 3, [0.9] * 3), strict, loose], ignore_index=True))
+    assert v["eps"] == 10.0 and v["verdict"] == "no"  # eps 5 is measured, but the answer is at the largest eps <= 10
+    assert v["best"].recipe == pz.FROZEN_RECIPE and v["tuned"].recipe == "tuned"  # best: a fixed recipe, not the tuned row
+    assert fr.strict_verdict(rows(10.0, [0.5, 0.0, 0.1], [0.9, 0.3, 0.4]))["verdict"] == "yes"
+    assert fr.strict_verdict(rows(10.0, [0.0, 0.0, 0.1], [0.6, 0.3, 0.4]))["verdict"] == "unsettled"
+    assert fr.strict_verdict(rows(10.0, [0.0] * 3, [0.1] * 3, seeds=1))["verdict"] == "one seed"
+    assert fr.strict_verdict(loose) is None
+    assert fr.label("pfdm tuned", "tuned") == "PFDM, tuned (validation)" and fr.label("x", "y") == "x, y"

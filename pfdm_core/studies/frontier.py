@@ -47,6 +47,15 @@ TUNE_RECIPES = ("selected", pz.OUR_RECIPE)  # local-only's and centralized's sea
 LABELS = {"gfid_minor": "minority group FID", "gfid_major": "majority group FID"}
 KEY = "gfid_minor"  # the headline: group FID of the minority classes (lower is better)
 ACCOUNTANT = "analytic"
+STRICT_EPS = 10  # the question: at eps <= 10 per image, does a PFDM variant close half of the tuned gap?
+HALF = 0.5
+# how the recipes and methods read in tables and text (README, docs/results.md, notebook 10)
+RECIPE_NAMES = {"paper": "the paper's recipe", pz.OUR_RECIPE: "our recipe",
+                pz.WARM_RECIPE: "our recipe, warm-started from the shared model",
+                pz.FROZEN_RECIPE: "shared encoder frozen, decoder by our recipe", "tuned": "tuned (validation)",
+                "selected": "selected length", "budget": "its budget"}
+METHOD_NAMES = {"local": "local-only", "central": "centralized", "pfdm": "PFDM", "pfdm tuned": "PFDM",
+                "fedavg": "FedAvg", "dpsgd": "DP-SGD"}
 
 
 def t0_of(cfg: experiment.ExperimentConfig, eps: float) -> int:
@@ -223,6 +232,36 @@ def first_win(t: pd.DataFrame) -> float | None:
     return first
 
 
+def label(method: str, recipe: str) -> str:
+    """'PFDM, our recipe': a row's name in tables and text."""
+    return f"{METHOD_NAMES.get(method, method)}, {RECIPE_NAMES.get(recipe, recipe)}"
+
+
+def strict_verdict(t: pd.DataFrame, eps_max: float = STRICT_EPS, half: float = HALF) -> dict | None:
+    """The frontier's question at the strict end, answered from `table`'s rows: at the largest measured eps <= eps_max,
+    does a PFDM variant close at least `half` of the tuned local -> centralized gap? Returns the tuned PFDM's row
+    ("tuned"), the fixed-recipe variant with the largest mean gap closed ("best", picked after seeing the numbers),
+    the rows at that eps ("rows") and "verdict":
+    "one seed" (no interval), "yes" (an interval lies above `half`), "no" (every interval lies below it) or
+    "unsettled". None when no point at eps <= eps_max has finished."""
+    pf = t[(t.eps <= eps_max) & t.method.isin(["pfdm", "pfdm tuned"])].dropna(subset=["gap_closed_mean"])
+    if pf.empty:
+        return None
+    strict = pf[pf.eps == pf.eps.max()]
+    tuned = strict[strict.method == "pfdm tuned"].iloc[0]
+    variants = strict[strict.method == "pfdm"]
+    best = variants.loc[variants.gap_closed_mean.idxmax()]
+    if strict.seeds.min() < 2:
+        verdict = "one seed"
+    elif (strict.gap_closed_lo >= half).any():
+        verdict = "yes"
+    elif (strict.gap_closed_hi < half).all():
+        verdict = "no"
+    else:
+        verdict = "unsettled"
+    return {"eps": float(tuned.eps), "rows": strict, "tuned": tuned, "best": best, "verdict": verdict}
+
+
 def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=None):
     """`key` against per-image eps (per-pixel eps on the top axis): PFDM's recipes and DP-SGD as curves with the
     std over seeds, tuned local-only, centralized and FedAvg as flat lines."""
@@ -234,16 +273,16 @@ def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=
     curves = [("pfdm", "paper", "PFDM, the paper's recipe"), ("pfdm", pz.OUR_RECIPE, "PFDM, our recipe"),
               ("pfdm", pz.WARM_RECIPE, "PFDM, our recipe warm-started"),
               ("pfdm", pz.FROZEN_RECIPE, "PFDM, shared encoder frozen"), ("dpsgd", "budget", "DP-SGD (central)")]
-    for i, (method, recipe, label) in enumerate(curves):
+    for i, (method, recipe, name) in enumerate(curves):
         d = df[(df.method == method) & (df.recipe == recipe)].groupby("eps")[key].agg(["mean", "std"]).reset_index()
         if len(d):  # curves dodged sideways (by a few percent of eps) so that their error bars do not overlap
             ax.errorbar(d.eps * 1.05 ** (i - 1.5), d["mean"], yerr=d["std"].fillna(0), fmt="o-", capsize=3,
-                        color=f"C{i}", label=label)
-    for method, ls, label in (("local", "--", "local-only (tuned)"), ("central", ":", "centralized (tuned)"),
-                              ("fedavg", "-.", "FedAvg (no formal privacy)")):
+                        color=f"C{i}", label=name)
+    for method, ls, name in (("local", "--", "local-only (tuned)"), ("central", ":", "centralized (tuned)"),
+                             ("fedavg", "-.", "FedAvg (no formal privacy)")):
         v = df[df.method == method][key]
         if len(v):
-            ax.axhline(v.mean(), ls=ls, color="k" if method != "fedavg" else "C7", label=f"{label}, {len(v)} seeds")
+            ax.axhline(v.mean(), ls=ls, color="k" if method != "fedavg" else "C7", label=f"{name}, {len(v)} seeds")
     eps = sorted(df.eps.dropna().unique())
     ax.set(xscale="log", xticks=eps, xticklabels=[f"{e:g}" for e in eps],
            xlabel=f"per-image eps of the upload ({ACCOUNTANT} accountant, C = {cfg.privacy.clip_norm:g}, "
@@ -261,5 +300,6 @@ def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=
     return ax
 
 
-__all__ = ["ACCOUNTANT", "EPSILONS", "KEY", "PFDM_RECIPES", "TUNE_RECIPES", "collect", "collect_membership",
-           "matched_members", "membership", "membership_table", "plot", "run_point", "run_rivals", "t0_of", "table"]
+__all__ = ["ACCOUNTANT", "EPSILONS", "HALF", "KEY", "METHOD_NAMES", "PFDM_RECIPES", "RECIPE_NAMES", "STRICT_EPS",
+           "TUNE_RECIPES", "collect", "collect_membership", "first_win", "label", "matched_members", "membership",
+           "membership_table", "plot", "run_point", "run_rivals", "strict_verdict", "t0_of", "table"]
