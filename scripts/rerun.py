@@ -49,12 +49,12 @@ TOUR: dict[str, dict] = {
     "03": {"preset": "cpu"},  # reuses notebook 02's model
     # PFDM vs local-only, one seed, no t0 sweep; all four methods x 3 seeds + sweep: `--preset cpu` (13-17 min)
     "04": {"preset": "cpu", "seeds": [0], "sweep_t0s": [], "methods": ["pfdm", "local"]},
-    "05": {"preset": "smoke"},  # cpu: ~1-2 h (MNIST and Colorized MNIST UNets)
+    "05": {"preset": "smoke"},  # cpu: ~1.5-2 h (MNIST; Colorized MNIST is not trained at cpu)
     "06": {"preset": "smoke"},  # cpu with CIFAR-10: ~1 h (estimate)
     "07": {"preset": "smoke"},  # cpu: ~10 min
     "08": {"preset": "smoke"},  # cpu: ~15 min after notebook 04
     "09": {"preset": "smoke"},  # cpu: ~8 min
-    "10": {"preset": "smoke"},  # cpu: ~1.5 h of training
+    "10": {"preset": "smoke"},  # cpu: ~1 h of training (the ablation), minutes from cache
 }
 
 

@@ -185,13 +185,22 @@ def test_notebook_09_flower_run_is_the_in_process_run_and_the_server_saw_uploads
     assert c["uploaded_per_client"]["PFDM"] < c["uploaded_per_client"]["FedAvg"]
 
 
-def test_notebook_10_our_recipe_is_the_lowest_validation_loss_of_the_ablation():
+def test_notebook_10_ablation_our_recipe_by_validation_and_what_the_test_reference_says():
     """Notebook 10 section 3 (runs/cpu/personalization/ablation.csv, seed 0, eps = 10): the personal denoiser's recipe
     with the lowest validation loss on client 0's held-out images is pfdm_core's OUR_RECIPE, the recipe the frontier
-    runs; the choice never reads the test reference."""
+    runs (in this seed it ties exactly with the same recipe at half the budget: one model); the choice never reads the
+    test reference."""
     from pfdm_core.studies import personalization as pz
 
     df = pd.read_csv(RUNS / "personalization" / "ablation.csv")
     pf = df[df.method == "pfdm"]
     assert len(pf) == 10 and pf.t0.nunique() == 1 and int(pf.t0.iloc[0]) == 675
-    assert pf.loc[pf.validation_loss.idxmin()].recipe == pz.OUR_RECIPE
+    best = pf[pf.validation_loss == pf.validation_loss.min()].recipe  # a tie goes to the larger budget (validation_table)
+    assert max(best, key=lambda r: pz.RECIPES[r].budget) == pz.OUR_RECIPE, best.tolist()
+    # section 3's text: our recipe beats the paper's on the test reference but is not the best there; guidance and
+    # shifts are the two worst; local-only with our recipe is at least as good as PFDM with it in this seed
+    fid = pf.set_index("recipe").gfid_minor
+    assert fid[pz.OUR_RECIPE] < fid["paper"] and fid.idxmin() != pz.OUR_RECIPE
+    assert fid.nlargest(2).index.tolist() == ["selected + guidance -0.3", "selected + shifts"]
+    loc = df[df.method == "local"].set_index("recipe").gfid_minor
+    assert loc[pz.OUR_RECIPE] <= fid[pz.OUR_RECIPE]

@@ -108,7 +108,8 @@ def test_run_study_end_to_end_tuned_and_gap_closed(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no local-only rows of recipe 'nope'"):
         pz.gap_closed(df, local="nope")
     vt = pz.validation_table(cfg, tmp_path / "study", 0, 400, ["paper", "selected"])
-    assert list(vt.columns) == ["recipe", "validation_loss", "steps_used"] and vt.validation_loss.is_monotonic_increasing
+    assert list(vt.columns) == ["recipe", "validation_loss", "steps_used", "budget"]
+    assert vt.validation_loss.is_monotonic_increasing
     assert set(vt.recipe) == {"paper", "selected"} and vt[vt.recipe == "paper"].steps_used.item() == cfg.train.steps
     with pytest.raises(FileNotFoundError, match="run_study"):
         pz.validation_table(cfg, tmp_path / "study", 0, 401, ["paper"])
@@ -156,3 +157,15 @@ def test_warm_start_starts_from_the_shared_weights_and_is_pfdm_only(tmp_path):
         pz.train_central(cfg, ss, warm, 0, tmp_path, progress=False)
     with pytest.raises(ValueError, match="not a local-only recipe"):
         pz.run_study(cfg, [0], [400], ["paper"], tmp_path / "s", local_recipes=[pz.WARM_RECIPE], progress=False)
+
+
+def test_validation_table_breaks_an_exact_tie_towards_the_larger_budget(tmp_path):
+    """Two budgets of one recipe follow one trajectory: a tie is the same model, and the larger budget is kept."""
+    cfg = preset_config("smoke")
+    small, large = "selected + EMA + dropout + weight decay", pz.OUR_RECIPE
+    assert pz.RECIPES[large].budget > pz.RECIPES[small].budget
+    (tmp_path / "seed0").mkdir()
+    for name, loss in ((small, 0.1), (large, 0.1), ("paper", 0.2)):
+        torch.save({"loss": loss, "step": 10}, tmp_path / "seed0" / f"{pz._personal_name(cfg, 400, name)}.best.pt")
+    for order in ([small, large, "paper"], [large, small, "paper"], ["paper", small, large]):
+        assert pz.validation_table(cfg, tmp_path, 0, 400, order).recipe.tolist() == [large, small, "paper"]

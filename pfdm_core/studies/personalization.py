@@ -311,15 +311,19 @@ def personal_curves(cfg: ExperimentConfig, out: Path, seed: int, t0: int,
 
 def validation_table(cfg: ExperimentConfig, out: Path, seed: int, t0: int, recipes: Sequence[str]) -> pd.DataFrame:
     """Best validation loss (client cfg.eval.client's hold-out) of the personal denoiser of each recipe
-    at t0, read from the `.best.pt` files run_study left: the rule that picks our recipe."""
+    at t0, read from the `.best.pt` files run_study left, lowest first: the rule that picks our recipe. On a tie the
+    larger budget comes first (two budgets of one recipe follow one trajectory, so a tie means the same model, and the
+    larger budget could only have found a lower loss)."""
     rows = []
     for name in recipes:
         path = Path(out) / f"seed{seed}" / f"{_personal_name(cfg, t0, name)}.best.pt"
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: run run_study for recipe {name!r} at t0 = {t0} first")
         state = load_checkpoint(path)
-        rows.append({"recipe": name, "validation_loss": state["loss"], "steps_used": state["step"]})
-    return pd.DataFrame(rows).sort_values("validation_loss", ignore_index=True)
+        rows.append({"recipe": name, "validation_loss": state["loss"], "steps_used": state["step"],
+                     "budget": RECIPES[name].budget})
+    return pd.DataFrame(rows).sort_values(["validation_loss", "budget"], ascending=[True, False], kind="stable",
+                                          ignore_index=True)
 
 
 def tuned(df: pd.DataFrame) -> pd.DataFrame:
