@@ -273,8 +273,12 @@ def test_the_tour_never_writes_into_the_committed_runs(tmp_path, monkeypatch):
         monkeypatch.delenv(var)
     monkeypatch.setenv("PFDM_PRESET", "smoke")  # would override every notebook's preset if left set
     seen = []
-    monkeypatch.setattr(papermill, "execute_notebook", lambda nb, out, parameters, **kw: seen.append(
-        (Path(nb).name, parameters, os.environ.get("PFDM_RUNS"), os.environ.get("PFDM_PRESET"))))
+
+    def execute(nb, out, parameters, **kw):  # records what papermill was asked, and writes the copy as it would
+        seen.append((Path(nb).name, parameters, os.environ.get("PFDM_RUNS"), os.environ.get("PFDM_PRESET")))
+        Path(out).write_text(Path(nb).read_text())
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
     out = tmp_path / "tour"
     report = rerun.rerun(None, ["01", "04"], out)
     assert [s[0] for s in seen] == ["01_gaussian_mixture_toy.ipynb", "04_pfdm_digits.ipynb"]
