@@ -241,9 +241,8 @@ def strict_verdict(t: pd.DataFrame, eps_max: float = STRICT_EPS, half: float = H
     """The frontier's question at the strict end, answered from `table`'s rows: at the largest measured eps <= eps_max,
     does a PFDM variant close at least `half` of the tuned local -> centralized gap? Returns the tuned PFDM's row
     ("tuned"), the fixed-recipe variant with the largest mean gap closed ("best", picked after seeing the numbers),
-    the rows at that eps ("rows") and "verdict":
-    "one seed" (no interval), "yes" (an interval lies above `half`), "no" (every interval lies below it) or
-    "unsettled". None when no point at eps <= eps_max has finished."""
+    the rows at that eps ("rows") and "verdict": "one seed" (no interval), "yes" (an interval lies above `half`),
+    "no" (every interval lies below it) or "unsettled". None when no point at eps <= eps_max has finished."""
     pf = t[(t.eps <= eps_max) & t.method.isin(["pfdm", "pfdm tuned"])].dropna(subset=["gap_closed_mean"])
     if pf.empty:
         return None
