@@ -31,9 +31,9 @@ def is_progress(output: dict) -> bool:
     return False
 
 
-def prune_widget_state(nb: dict) -> int:
+def prune_widget_state(nb: dict) -> None:
     """Keep only the saved widget models that a remaining output shows (and the models those refer to);
-    return how many were dropped. Without any, the notebook's widget metadata goes."""
+    without any, the notebook's widget metadata goes."""
     saved = nb.get("metadata", {}).get("widgets", {})
     key = "application/vnd.jupyter.widget-state+json"
     state = saved.get(key, {}).get("state", {})
@@ -46,12 +46,10 @@ def prune_widget_state(nb: dict) -> int:
             continue
         keep.add(mid)
         todo += re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(state[mid]))
-    dropped = len(state) - len(keep)
     if keep:
         saved[key]["state"] = {k: v for k, v in state.items() if k in keep}
     elif "widgets" in nb.get("metadata", {}):
         del nb["metadata"]["widgets"]
-    return dropped
 
 
 def clean(nb: dict) -> int:
