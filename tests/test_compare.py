@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.stats import t as student_t
 
-from pfdm_core.evaluation.compare import paired, paired_table
+from pfdm_core.evaluation.compare import learned, paired, paired_table
 
 
 def table(a: list[float], b: list[float], key: str = "fid_minor") -> pd.DataFrame:
@@ -62,3 +62,15 @@ def test_paired_table():
     df = table([10.0, 12.0], [15.0, 14.0]).assign(recall_major=[0.5, 0.6, 0.4, 0.4])
     t = paired_table(df, [("pfdm", "local")], {"fid_minor": True, "recall_major": False})
     assert list(t.metric) == ["fid_minor", "recall_major"] and list(t.wins) == ["2/2", "2/2"]
+
+
+def test_learned_needs_every_row_above_the_floor():
+    df = pd.DataFrame({"method": ["pfdm", "local"], "accuracy_avg": [0.9, 0.5]})
+    assert learned(df)  # the floor itself counts
+    assert not learned(df.assign(accuracy_avg=[0.9, 0.49]))
+    with pytest.raises(ValueError, match="metric 'acc' is not a column"):
+        learned(df, "acc")
+    with pytest.raises(ValueError, match="floor must be in"):
+        learned(df, floor=0.0)
+    with pytest.raises(ValueError, match="no rows"):
+        learned(df.iloc[:0])

@@ -110,3 +110,17 @@ def test_strict_verdict_answers_at_the_largest_eps_up_to_ten():
     assert fr.strict_verdict(rows(10.0, [0.0] * 3, [0.1] * 3, seeds=1))["verdict"] == "one seed"
     assert fr.strict_verdict(loose) is None
     assert fr.label("pfdm tuned", "tuned") == "PFDM, tuned (validation)" and fr.label("x", "y") == "x, y"
+
+
+def test_plot_names_its_curves_as_the_tables_do():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = [{"method": "pfdm", "recipe": r, "eps": e, "seed": s, fr.KEY: 1.0 + s}
+            for r in ("paper", pz.OUR_RECIPE) for e in (10, 200) for s in (0, 1)]
+    rows += [{"method": m, "recipe": "tuned", "eps": math.nan, "seed": s, fr.KEY: 2.0} for m in ("local", "central")
+             for s in (0, 1)]
+    ax = fr.plot(pd.DataFrame(rows), tiny())
+    names = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(names) == sorted([fr.label("pfdm", "paper"), fr.label("pfdm", pz.OUR_RECIPE),
+                                    fr.label("local", "tuned") + ", 2 seeds", fr.label("central", "tuned") + ", 2 seeds"])

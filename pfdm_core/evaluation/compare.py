@@ -96,6 +96,24 @@ def paired_table(df: pd.DataFrame, pairs: list[tuple[str, str]], keys: dict[str,
     return pd.DataFrame(rows)
 
 
+LEARNED = 0.5  # five times chance (0.1) on ten classes
+
+
+def learned(df: pd.DataFrame, key: str = "accuracy_avg", floor: float = LEARNED) -> bool:
+    """Whether every row's samples are recognised as the requested class at least `floor` of the time.
+
+    A comparison of models that did not learn supports no verdict and no table: notebooks 05 and 06
+    print a result only where this holds for every method compared.
+    """
+    if key not in df.columns:
+        raise ValueError(f"metric {key!r} is not a column; columns: {list(df.columns)}")
+    if not 0 < floor <= 1:
+        raise ValueError(f"floor must be in (0, 1], got {floor!r}")
+    if df.empty:
+        raise ValueError("no rows to judge")
+    return bool((df[key] >= floor).all())
+
+
 def markdown(df: pd.DataFrame) -> str:
     """A GitHub markdown table of `df` (floats to 3 decimals), for the committed result tables."""
     cell = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
@@ -104,4 +122,4 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Paired", "markdown", "mean_interval", "paired", "paired_table"]
+__all__ = ["LEARNED", "Paired", "learned", "markdown", "mean_interval", "paired", "paired_table"]

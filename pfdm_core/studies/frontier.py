@@ -269,18 +269,17 @@ def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=
 
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4.2))
-    curves = [("pfdm", "paper", "PFDM, the paper's recipe"), ("pfdm", pz.OUR_RECIPE, "PFDM, our recipe"),
-              ("pfdm", pz.WARM_RECIPE, "PFDM, our recipe warm-started"),
-              ("pfdm", pz.FROZEN_RECIPE, "PFDM, shared encoder frozen"), ("dpsgd", "budget", "DP-SGD (central)")]
-    for i, (method, recipe, name) in enumerate(curves):
+    curves = [("pfdm", "paper"), ("pfdm", pz.OUR_RECIPE), ("pfdm", pz.WARM_RECIPE), ("pfdm", pz.FROZEN_RECIPE),
+              ("dpsgd", "budget")]
+    for i, (method, recipe) in enumerate(curves):
         d = df[(df.method == method) & (df.recipe == recipe)].groupby("eps")[key].agg(["mean", "std"]).reset_index()
         if len(d):  # curves dodged sideways (by a few percent of eps) so that their error bars do not overlap
             ax.errorbar(d.eps * 1.05 ** (i - 1.5), d["mean"], yerr=d["std"].fillna(0), fmt="o-", capsize=3,
-                        color=f"C{i}", label=name)
-    for method, ls, name in (("local", "--", "local-only (tuned)"), ("central", ":", "centralized (tuned)"),
-                             ("fedavg", "-.", "FedAvg (no formal privacy)")):
+                        color=f"C{i}", label=label(method, recipe) + (" (central eps)" if method == "dpsgd" else ""))
+    for method, ls in (("local", "--"), ("central", ":"), ("fedavg", "-.")):
         v = df[df.method == method][key]
         if len(v):
+            name = label(method, "tuned") if method != "fedavg" else f"{METHOD_NAMES[method]} (no formal privacy)"
             ax.axhline(v.mean(), ls=ls, color="k" if method != "fedavg" else "C7", label=f"{name}, {len(v)} seeds")
     eps = sorted(df.eps.dropna().unique())
     ax.set(xscale="log", xticks=eps, xticklabels=[f"{e:g}" for e in eps],
