@@ -204,3 +204,23 @@ def test_notebook_10_ablation_our_recipe_by_validation_and_what_the_test_referen
     assert fid.nlargest(2).index.tolist() == ["selected + guidance -0.3", "selected + shifts"]
     loc = df[df.method == "local"].set_index("recipe").gfid_minor
     assert loc[pz.OUR_RECIPE] <= fid[pz.OUR_RECIPE]
+
+
+def test_notebook_05_mnist_one_seed_what_it_shows_and_why_no_verdict():
+    """docs/results.md, MNIST (runs/cpu/mnist/results.csv, notebook 05 at cpu, seed 0): PFDM's minority group FID is below
+    local-only's at both t0 and centralized is lowest; at t0 = 827 PFDM's minority accuracy is not above local-only's;
+    no verdict because local-only's samples fall under the 0.5 floor of compare.learned (and one seed); PFDM at t0 = 827
+    keeps a majority recall level with local-only's (within 0.1)."""
+    from pfdm_core.evaluation.compare import LEARNED, learned
+
+    df = _read("mnist/results.csv")
+    assert df.seed.unique().tolist() == [0] and sorted(df.t0.dropna().astype(int)) == [284, 827]
+    by = {(m, 0 if pd.isna(t) else int(t)): r for m, t, r in zip(df.method, df.t0, df.itertuples())}
+    local, central = by[("local", 0)], by[("central", 0)]
+    for t in (284, 827):
+        assert by[("pfdm", t)].gfid_minor < local.gfid_minor
+    assert central.gfid_minor == df.gfid_minor.min()
+    assert by[("pfdm", 827)].accuracy_minor <= local.accuracy_minor
+    assert local.accuracy_avg < LEARNED <= min(by[("pfdm", t)].accuracy_avg for t in (284, 827))
+    assert not learned(df[df.method.isin(["pfdm", "local"])])
+    assert abs(by[("pfdm", 827)].recall_major - local.recall_major) < 0.1
