@@ -6,8 +6,9 @@
   times were measured by whoever executed the notebook, on shared cores, some from cached checkpoints
   (see the README's learning path).
 * `make run`: the tour (`TOUR` in scripts/rerun.py: 01-04 at `cpu`, some with lighter parameters; 05-10 at `smoke`).
-  With --live it is executed here, notebook by notebook in a temporary folder exactly as `make run`
-  does (about 20 minutes on 2 idle cores: more than `make bench`'s 10, hence opt-in), each time also
+  With --live it is executed here, notebook by notebook in a temporary folder at the tour's parameters,
+  each alone on every thread (`make run` runs two lanes of one thread side by side: its times are in
+  benchmarks/tour.json; about 15 minutes on 2 idle cores: more than `make bench`'s 10, hence opt-in), each time also
   as a ratio to the calibration workload measured in the same run (`pfdm_core.core.calibrate`: seconds
   per digits training step, median of the measurements before and after each notebook), so that a
   slower or busier machine moves both sides. Without --live the times of the last `make run` are read

@@ -251,10 +251,11 @@ def tour() -> str:
     rec = json.loads(RECORD.read_text())  # written by rerun.py --record; tests/test_calibrate.py keeps it current
     m, step = rec["machine"], rec["calibration"]["mean_s_per_step"]
     per = ", ".join(f"{n['notebook'][:2]} {_duration(n['seconds'])}" for n in rec["notebooks"])
-    return (f"* Measured ({m['date'][:10]}, {m['cpu']}, {m['cores']} cores, torch {m['torch']}): the tour's notebooks "
-            f"took **{rec['total_seconds'] / 60:.1f} min** = **{rec['total_over_calibration']:,} calibration steps** "
-            f"(one training step of the digits UNet, {step:.3f} s in the same run; "
-            f"`python -m pfdm_core calibrate` times it on yours). Per notebook: {per}.\n")
+    lanes = len({n["lane"] for n in rec["notebooks"]})
+    return (f"* Measured ({m['date'][:10]}, {m['cpu']}, {m['cores']} cores, torch {m['torch']}): the tour took "
+            f"**{rec['total_seconds'] / 60:.1f} min** in {lanes} lanes = **{rec['total_over_calibration']:,} calibration "
+            f"steps** (one training step of the digits UNet, {step:.3f} s in the same run; "
+            f"`python -m pfdm_core calibrate` times it on yours). Per notebook (one thread): {per}.\n")
 
 
 BLOCKS = {"nb04": (DOC, nb04), "frontier_digits": (DOC, frontier_digits), "frontier_verdict": (README, frontier_verdict),

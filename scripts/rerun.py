@@ -7,9 +7,11 @@
 The tour is what `make run` executes: the teaching notebooks 01-04 at `cpu` (notebook 02 with fewer
 samples for its metrics, notebook 04 with PFDM and local-only, one seed, no t0 sweep), the
 federated-scale notebooks 05-10 at `smoke`, each with its parameters passed to papermill (so every
-executed notebook shows them in its injected-parameters cell). It checks on a laptop that every
-notebook runs end to end, with real training where it takes minutes; the `cpu` results (hours of
-training on 2 cores, committed as the executed notebooks and under runs/cpu/) come from `--preset cpu`.
+executed notebook shows them in its injected-parameters cell). It runs in the two LANES below at
+once, each notebook's kernel on one thread; a `--preset` rerun executes the notebooks one after the
+other. It checks on a laptop that every notebook runs end to end, with real training where it takes
+minutes; the `cpu` results (hours of training on 2 cores, committed as the executed notebooks and
+under runs/cpu/) come from `--preset cpu`.
 
 Each executed notebook goes to <out>/<name>.ipynb and its figures to <out>/figures/ (the committed
 figures/ are left alone). The experiments write their result files (results*.json) under
@@ -58,6 +60,16 @@ TOUR: dict[str, dict] = {
 }
 
 
+# `make run` executes the tour in two lanes at once, every kernel on one thread (OMP_NUM_THREADS=1, PFDM_THREADS=fixed).
+# On 2 cores two one-thread notebooks side by side beat one notebook on two threads: 02 and 04 of the tour took
+# 335 s together against 248 + 231 s one after the other (AMD EPYC, 2026-12-04; the small UNets' steps gain only
+# 1.3-1.6x from a second thread, and imports, kernel and Flower process start-ups gain nothing). Within a lane the
+# order keeps a reuse: 03 loads 02's DDPM, 09's in-process run loads 08's smoke models (runs/smoke/digits).
+# Balanced on the one-thread times of a tour in lanes (benchmarks/tour.json): each lane is about half of it.
+LANES: tuple[tuple[str, ...], ...] = (("02", "03", "05", "06", "10"), ("04", "08", "09", "07", "01"))
+LANE_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PFDM_THREADS": "fixed"}
+
+
 def tour_parameters(name: str) -> dict:
     """The tour's papermill parameters of notebook `name` (e.g. "04_pfdm_digits.ipynb")."""
     for prefix, params in TOUR.items():
@@ -66,11 +78,32 @@ def tour_parameters(name: str) -> dict:
     raise SystemExit(f"rerun: notebook {name} has no entry in the tour (scripts/rerun.py TOUR)")
 
 
-def rerun(preset: str | None, prefixes: list[str] | None = None, out: Path | None = None, kernel: str = "python3") -> dict:
-    """Every chosen notebook at `preset`, or (preset None) at its tour parameters."""
+def run_lane(lane: list[Path], index: int, out: Path, kernel: str, env: dict[str, str],
+             preset: str | None = None) -> list[dict]:
+    """Execute the notebooks of one lane in order (preset None: each at its tour parameters), with `env` set."""
     import clean_notebooks  # scripts/, next to this file
     import papermill as pm
 
+    os.environ.update(env)  # inherited by the kernels (and their subprocesses: notebook 09's Flower nodes)
+    records = []
+    for nb in lane:
+        params = {"preset": preset} if preset else tour_parameters(nb.name)
+        t = time.perf_counter()
+        try:
+            pm.execute_notebook(nb, out / nb.name, parameters=params, cwd=REPO / "notebooks",
+                                kernel_name=kernel, progress_bar=False)
+            clean_notebooks.main([str(out / nb.name)])  # no progress bars frozen at 0% in what is kept
+            status = "ok"
+        except Exception as err:  # a failing notebook is reported; the others still run
+            status = f"failed: {type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
+        records.append({"notebook": nb.name, "parameters": params, "status": status, "lane": index,
+                        "seconds": round(time.perf_counter() - t, 1)})
+        print(f"{nb.name}: {status} ({records[-1]['seconds']} s, lane {index})", flush=True)
+    return records
+
+
+def rerun(preset: str | None, prefixes: list[str] | None = None, out: Path | None = None, kernel: str = "python3") -> dict:
+    """Every chosen notebook at `preset`, or (preset None) at its tour parameters."""
     from pfdm_core.core.checkpoint import write_json
     from pfdm_core.core.paths import runs_dir
     from pfdm_core.core.presets import ENV_VAR
@@ -92,19 +125,20 @@ def rerun(preset: str | None, prefixes: list[str] | None = None, out: Path | Non
     # the calibration workload before the first and after the last notebook: every time is also a ratio to it
     calibration = [calibrate.step_seconds()]
     start, report = time.time(), {"preset": preset or "tour", "notebooks": [], "results": {}}
-    for nb in notebooks(prefixes):
-        params = {"preset": preset} if preset else tour_parameters(nb.name)
-        t = time.perf_counter()
-        try:
-            pm.execute_notebook(nb, out / nb.name, parameters=params, cwd=REPO / "notebooks",
-                                kernel_name=kernel, progress_bar=False)
-            clean_notebooks.main([str(out / nb.name)])  # no progress bars frozen at 0% in what is kept
-            status = "ok"
-        except Exception as err:  # a failing notebook is reported; the others still run
-            status = f"failed: {type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
-        report["notebooks"].append({"notebook": nb.name, "parameters": params, "status": status,
-                                    "seconds": round(time.perf_counter() - t, 1)})
-        print(f"{nb.name}: {status} ({report['notebooks'][-1]['seconds']} s)", flush=True)
+    chosen = notebooks(prefixes)
+    if preset is None:  # the tour: its lanes, side by side, each in its own process
+        lanes = [[nb for p in lane for nb in chosen if nb.name.startswith(p)] for lane in LANES]
+        lanes = [lane for lane in lanes if lane]
+        if len(lanes) > 1:
+            import multiprocessing
+
+            with multiprocessing.get_context("spawn").Pool(len(lanes)) as pool:
+                done = pool.starmap(run_lane, [(lane, i, out, kernel, LANE_ENV) for i, lane in enumerate(lanes)])
+        else:  # one lane left (-n): this process, on every thread
+            done = [run_lane(lane, 0, out, kernel, {}) for lane in lanes]
+        report["notebooks"] = sorted((n for lane in done for n in lane), key=lambda n: n["notebook"])
+    else:
+        report["notebooks"] = run_lane(chosen, 0, out, kernel, {}, preset)
     report["total_seconds"] = round(time.time() - start, 1)
     calibration.append(calibrate.step_seconds())
     step = round(sum(calibration) / len(calibration), 5)  # the recorded value is the one every ratio uses

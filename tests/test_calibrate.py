@@ -61,5 +61,9 @@ def test_the_recorded_tour_is_the_tour_of_today():
     step = rec["calibration"]["mean_s_per_step"]
     assert step == pytest.approx(sum(rec["calibration"]["s_per_step"]) / len(rec["calibration"]["s_per_step"]), abs=1e-5)
     assert rec["total_over_calibration"] == round(rec["total_seconds"] / step)
-    assert sum(n["seconds"] for n in rec["notebooks"]) <= rec["total_seconds"] + 0.05 * len(names)  # each rounded to 0.1 s
+    assert sorted({n["lane"] for n in rec["notebooks"]}) == list(range(len(rerun.LANES)))
+    for lane, prefixes in enumerate(rerun.LANES):  # each lane ran its notebooks one after the other within the total
+        ran = [n for n in rec["notebooks"] if n["lane"] == lane]
+        assert sorted(n["notebook"][:2] for n in ran) == sorted(prefixes)
+        assert sum(n["seconds"] for n in ran) <= rec["total_seconds"] + 0.05 * len(ran)  # each rounded to 0.1 s
     assert all(n["over_calibration"] == round(n["seconds"] / step) for n in rec["notebooks"])
