@@ -1,7 +1,8 @@
 # pfdm: two commands set everything up (see README.md).
 #   make run   - create .venv, install, execute every notebook with papermill: the tour (its measured time: README)
 #                (01-04 at cpu, 02 with fewer metric samples, 04 PFDM vs local on one seed; 05-10 at smoke;
-#                scripts/rerun.py TOUR) -> runs/default/; a second call reuses the models trained there
+#                scripts/rerun.py TOUR, run in two one-thread lanes side by side: LANES) -> runs/default/;
+#                a second call reuses the models trained there
 #   make test  - create .venv if needed, unit tests + every notebook under nbval (smoke preset)
 #   make rerun PRESET=cpu - every notebook at one preset into runs/<preset>/ with a summary.json
 #   make frontier - privacy-utility frontier on digits (scripts/frontier.py: seeds 0-4 x eps 1..200, hours at cpu)
