@@ -47,7 +47,8 @@ RECORD = REPO / "benchmarks" / "tour.json"  # the measured tour behind the READM
 # Performance section; `--record benchmarks/tour.json` keeps its measured times (tests/test_calibrate.py).
 TOUR: dict[str, dict] = {
     "01": {"preset": "cpu"},
-    "02": {"preset": "cpu", "n_per_class": 20},  # DDPM-vs-DDIM metrics on 200 samples (cpu: 600)
+    # DDPM-vs-DDIM metrics on 100 samples (cpu: 600): its 1000-step DDPM of 200 took 90 s of the lane (2026-12-04)
+    "02": {"preset": "cpu", "n_per_class": 10},
     "03": {"preset": "cpu"},  # reuses notebook 02's model
     # PFDM vs local-only, one seed, no t0 sweep; all four methods x 3 seeds + sweep: `--preset cpu` (13-17 min)
     "04": {"preset": "cpu", "seeds": [0], "sweep_t0s": [], "methods": ["pfdm", "local"]},
@@ -60,14 +61,19 @@ TOUR: dict[str, dict] = {
 }
 
 
-# `make run` executes the tour in two lanes at once, every kernel on one thread (OMP_NUM_THREADS=1, PFDM_THREADS=fixed).
-# On 2 cores two one-thread notebooks side by side beat one notebook on two threads: 02 and 04 of the tour took
-# 335 s together against 248 + 231 s one after the other (AMD EPYC, 2026-12-04; the small UNets' steps gain only
+# `make run` executes the tour in two lanes at once, every kernel on one thread on 2 cores (`lane_env`).
+# On 2 cores two one-thread notebooks side by side beat one notebook on two threads: 02 and 04 of the recorded tour
+# took 297 and 258 s side by side against 248 + 231 s one after the other (AMD EPYC, 2026-12-04; the small UNets' steps gain only
 # 1.3-1.6x from a second thread, and imports, kernel and Flower process start-ups gain nothing). Within a lane the
 # order keeps a reuse: 03 loads 02's DDPM, 09's in-process run loads 08's smoke models (runs/smoke/digits).
 # Balanced on the one-thread times of a tour in lanes (benchmarks/tour.json): each lane is about half of it.
-LANES: tuple[tuple[str, ...], ...] = (("02", "03", "05", "06", "10"), ("04", "08", "09", "07", "01"))
-LANE_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PFDM_THREADS": "fixed"}
+LANES: tuple[tuple[str, ...], ...] = (("02", "03", "05", "06", "10", "01"), ("04", "08", "09", "07"))
+
+
+def lane_env(lanes: int) -> dict[str, str]:
+    """What each lane's kernels run with: the usable cores shared out (one thread each on 2 cores), pinned."""
+    threads = str(max(1, len(os.sched_getaffinity(0)) // lanes) if hasattr(os, "sched_getaffinity") else 1)
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PFDM_THREADS": "fixed"}
 
 
 def tour_parameters(name: str) -> dict:
@@ -133,7 +139,8 @@ def rerun(preset: str | None, prefixes: list[str] | None = None, out: Path | Non
             import multiprocessing
 
             with multiprocessing.get_context("spawn").Pool(len(lanes)) as pool:
-                done = pool.starmap(run_lane, [(lane, i, out, kernel, LANE_ENV) for i, lane in enumerate(lanes)])
+                env = lane_env(len(lanes))
+                done = pool.starmap(run_lane, [(lane, i, out, kernel, env) for i, lane in enumerate(lanes)])
         else:  # one lane left (-n): this process, on every thread
             done = [run_lane(lane, 0, out, kernel, {}) for lane in lanes]
         report["notebooks"] = sorted((n for lane in done for n in lane), key=lambda n: n["notebook"])
