@@ -61,9 +61,9 @@ TOUR: dict[str, dict] = {
 }
 
 
-# `make run` executes the tour in two lanes at once, every kernel on one thread on 2 cores (`lane_env`).
-# On 2 cores two one-thread notebooks side by side beat one notebook on two threads: 02 and 04 of the recorded tour
-# took 297 and 258 s side by side against 248 + 231 s one after the other (AMD EPYC, 2026-12-04; the small UNets' steps gain only
+# `make run` executes the tour in two lanes at once, every kernel on one thread on 2 cores (`lane_env`). On 2 cores
+# two one-thread notebooks side by side beat one notebook on two threads: in a tour in lanes 02 and 04 took 297 and
+# 258 s side by side, against 248 + 231 s one after the other (AMD EPYC, 2026-12-04; the small UNets' steps gain only
 # 1.3-1.6x from a second thread, and imports, kernel and Flower process start-ups gain nothing). Within a lane the
 # order keeps a reuse: 03 loads 02's DDPM, 09's in-process run loads 08's smoke models (runs/smoke/digits).
 # Balanced on the one-thread times of a tour in lanes (benchmarks/tour.json): each lane is about half of it.
@@ -133,16 +133,16 @@ def rerun(preset: str | None, prefixes: list[str] | None = None, out: Path | Non
     start, report = time.time(), {"preset": preset or "tour", "notebooks": [], "results": {}}
     chosen = notebooks(prefixes)
     if preset is None:  # the tour: its lanes, side by side, each in its own process
-        lanes = [[nb for p in lane for nb in chosen if nb.name.startswith(p)] for lane in LANES]
-        lanes = [lane for lane in lanes if lane]
+        lanes = [(i, [nb for p in lane for nb in chosen if nb.name.startswith(p)]) for i, lane in enumerate(LANES)]
+        lanes = [(i, lane) for i, lane in lanes if lane]  # each keeps its index in LANES
         if len(lanes) > 1:
             import multiprocessing
 
             with multiprocessing.get_context("spawn").Pool(len(lanes)) as pool:
                 env = lane_env(len(lanes))
-                done = pool.starmap(run_lane, [(lane, i, out, kernel, env) for i, lane in enumerate(lanes)])
+                done = pool.starmap(run_lane, [(lane, i, out, kernel, env) for i, lane in lanes])
         else:  # one lane left (-n): this process, on every thread
-            done = [run_lane(lane, 0, out, kernel, {}) for lane in lanes]
+            done = [run_lane(lane, i, out, kernel, {}) for i, lane in lanes]
         report["notebooks"] = sorted((n for lane in done for n in lane), key=lambda n: n["notebook"])
     else:
         report["notebooks"] = run_lane(chosen, 0, out, kernel, {}, preset)
