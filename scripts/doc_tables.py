@@ -190,7 +190,7 @@ def _mnist_label(r) -> str:
 
 def mnist() -> str:
     """Notebook 05's MNIST table (runs/cpu/mnist/results.csv) and PFDM against local-only at each t0."""
-    from pfdm_core.evaluation.compare import LEARNED, learned, markdown, paired
+    from pfdm_core.evaluation.compare import LEARNED, learned, markdown, paired, short_of
 
     df = _mnist()
     seeds = sorted(df.seed.unique())
@@ -206,8 +206,7 @@ def mnist() -> str:
     for t in sorted(df.t0.dropna().unique().astype(int)):
         pair = df[(df.method == "local") | (df.t0 == t)]
         p = paired(pair, "pfdm", "local", "gfid_minor")
-        acc = pair.groupby("method").accuracy_avg.mean()
-        short = [f"{SHORT[m]} {a:.3f}" for m, a in acc.items() if a < LEARNED]
+        short = [f"{SHORT[m]} {a:.3f}" for m, a in short_of(pair).items()]
         what = (f"local-only {pair[pair.method == 'local'].gfid_minor.mean():.2f} - PFDM "
                 f"{pair[pair.method == 'pfdm'].gfid_minor.mean():.2f} = {p.mean:+.2f}")
         lines.append(f"* t0 = {t}: minority group FID, {what}"
@@ -223,7 +222,7 @@ def mnist() -> str:
 
 def mnist_headline() -> str:
     """README's one line on MNIST, from the same file."""
-    from pfdm_core.evaluation.compare import LEARNED
+    from pfdm_core.evaluation.compare import LEARNED, short_of
 
     df = _mnist()
     seeds = sorted(df.seed.unique())
@@ -231,8 +230,8 @@ def mnist_headline() -> str:
     pf = df[df.method == "pfdm"].groupby("t0").gfid_minor.mean()
     strict, loose = max(pf.index), min(pf.index)  # the later t0 is the per-image unit (the stricter guarantee)
     who = f"seed {seeds[0]} only" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}, means"
-    acc = df[df.method.isin(["pfdm", "local"])].groupby("method").accuracy_avg.mean()
-    short = [f"{SHORT[m]}'s samples are recognised {a:.2f} of the time" for m, a in acc.items() if a < LEARNED]
+    short = [f"{SHORT[m]}'s samples are recognised {a:.2f} of the time"
+             for m, a in short_of(df[df.method.isin(["pfdm", "local"])]).items()]
     rule = (" No verdict: " + ("one seed, and " if len(seeds) == 1 else "") + " and ".join(short)
             + f", under notebook 05's floor of {LEARNED:g}." if short else "")
     return (f"* **MNIST (notebook 05, {who}).** Minority group FID: PFDM {pf[strict]:.2f} at eps = 10 per image "

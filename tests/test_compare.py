@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.stats import t as student_t
 
-from pfdm_core.evaluation.compare import learned, paired, paired_table
+from pfdm_core.evaluation.compare import learned, paired, paired_table, short_of
 
 
 def table(a: list[float], b: list[float], key: str = "fid_minor") -> pd.DataFrame:
@@ -74,3 +74,15 @@ def test_learned_needs_every_row_above_the_floor():
         learned(df, floor=0.0)
     with pytest.raises(ValueError, match="no rows"):
         learned(df.iloc[:0])
+
+
+def test_short_of_names_the_methods_whose_mean_is_under_the_floor():
+    df = pd.DataFrame({"method": ["pfdm", "local", "pfdm", "local"], "accuracy_avg": [0.9, 0.4, 0.7, 0.59]})
+    assert short_of(df) == pytest.approx({"local": 0.495})  # the mean over seeds, as doc_tables reports it
+    assert short_of(df, floor=0.85) == pytest.approx({"local": 0.495, "pfdm": 0.8})  # sorted by name
+    assert list(short_of(df, floor=0.85)) == ["local", "pfdm"]
+    assert short_of(df.assign(accuracy_avg=[0.9, 0.5, 0.7, 0.6])) == {}  # the floor itself counts
+    one_seed = df.iloc[:2]
+    assert (short_of(one_seed) == {}) == learned(one_seed)  # one row per method: the rows learned rejects
+    with pytest.raises(ValueError, match="no rows"):
+        short_of(df.iloc[:0])

@@ -99,19 +99,31 @@ def paired_table(df: pd.DataFrame, pairs: list[tuple[str, str]], keys: dict[str,
 LEARNED = 0.5  # five times chance (0.1) on ten classes
 
 
-def learned(df: pd.DataFrame, key: str = "accuracy_avg", floor: float = LEARNED) -> bool:
-    """Whether every row's samples are recognised as the requested class at least `floor` of the time.
-
-    A comparison of models that did not learn supports no verdict and no table: notebooks 05 and 06
-    print a result only where this holds for every method compared.
-    """
+def _check_floor(df: pd.DataFrame, key: str, floor: float) -> None:
     if key not in df.columns:
         raise ValueError(f"metric {key!r} is not a column; columns: {list(df.columns)}")
     if not 0 < floor <= 1:
         raise ValueError(f"floor must be in (0, 1], got {floor!r}")
     if df.empty:
         raise ValueError("no rows to judge")
+
+
+def learned(df: pd.DataFrame, key: str = "accuracy_avg", floor: float = LEARNED) -> bool:
+    """Whether every row's samples are recognised as the requested class at least `floor` of the time.
+
+    A comparison of models that did not learn supports no verdict and no table: notebooks 05 and 06
+    print a result only where this holds for every method compared.
+    """
+    _check_floor(df, key, floor)
     return bool((df[key] >= floor).all())
+
+
+def short_of(df: pd.DataFrame, key: str = "accuracy_avg", floor: float = LEARNED, by: str = "method") -> dict[str, float]:
+    """The groups (methods) whose mean `key` over their rows (seeds) is below `floor`: name -> that mean, sorted by
+    name. What a text names when `learned` fails (with one seed per method, exactly the rows it rejects)."""
+    _check_floor(df, key, floor)
+    mean = df.groupby(by)[key].mean()
+    return {str(k): float(v) for k, v in mean[mean < floor].items()}
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -122,4 +134,4 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["LEARNED", "Paired", "learned", "markdown", "mean_interval", "paired", "paired_table"]
+__all__ = ["LEARNED", "Paired", "learned", "markdown", "mean_interval", "paired", "paired_table", "short_of"]
