@@ -37,7 +37,7 @@ rerun: $(STAMP)
 	$(PY) scripts/rerun.py --preset $(PRESET)
 
 frontier: $(STAMP)
-	$(PY) scripts/frontier.py --preset $(PRESET) --publish
+	$(PY) scripts/frontier.py --preset $(PRESET) --membership --rivals --publish
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

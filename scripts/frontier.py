@@ -1,12 +1,13 @@
 """The privacy-utility frontier (`pfdm_core.studies.frontier`): train the points, then gather, tabulate and plot.
 
     python scripts/frontier.py                                   # digits, cpu: seeds 0-4, eps 1 5 10 50 200
+    python scripts/frontier.py --seeds 0 --eps 10 --rivals      # one point with FedAvg and DP-SGD at eps 10
     python scripts/frontier.py --seeds 1 --eps 10 200 --threads 1   # one worker of a parallel run
     python scripts/frontier.py --collect-only --publish          # table + figure from the finished points
 
 Points run in the order of --eps for each seed (eps outer), so a stopped run has every seed at the first eps;
 each point's CSV is written when it finishes and the models are cached under <out>/seed<s>/, so rerunning resumes.
---rivals adds FedAvg (once per seed) and DP-SGD at each of --dpsgd-eps. The figure goes to <out>/frontier.png (and
+--rivals adds FedAvg (once per seed) and DP-SGD at each of --dpsgd-eps (default: the --eps grid). The figure goes to <out>/frontier.png (and
 figures/frontier_<data>.png with --publish), the table to <out>/frontier_table.csv.
 """
 from __future__ import annotations
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--eps", type=float, nargs="+", default=None, help="per-image eps grid (default 1 5 10 50 200)")
     p.add_argument("--rivals", action="store_true", help="also FedAvg and DP-SGD (at --dpsgd-eps)")
-    p.add_argument("--dpsgd-eps", type=float, nargs="*", default=[], help="DP-SGD's eps values (with --rivals)")
+    p.add_argument("--dpsgd-eps", type=float, nargs="*", default=None,
+                   help="DP-SGD's eps values (with --rivals; default: the --eps grid)")
     p.add_argument("--membership", action="store_true",
                    help="also the loss attack on the published models of each point (after training it)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     from pfdm_core.studies import frontier as fr
 
     eps_grid = args.eps or list(fr.EPSILONS)
+    if args.dpsgd_eps is None:
+        args.dpsgd_eps = eps_grid if args.rivals else []
     if min(eps_grid) <= 0 or any(e <= 0 for e in args.dpsgd_eps) or min(args.seeds) < 0 or args.threads < 0:
         p.error(f"--eps and --dpsgd-eps must be > 0, --seeds and --threads >= 0; got {eps_grid}, {args.dpsgd_eps}, "
                 f"{args.seeds}, {args.threads}")

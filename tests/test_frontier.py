@@ -124,3 +124,27 @@ def test_plot_names_its_curves_as_the_tables_do():
     names = [t.get_text() for t in ax.get_legend().get_texts()]
     assert sorted(names) == sorted([fr.label("pfdm", "paper"), fr.label("pfdm", pz.OUR_RECIPE),
                                     fr.label("local", "tuned") + ", 2 seeds", fr.label("central", "tuned") + ", 2 seeds"])
+
+
+def test_rivals_join_the_frontier_and_keep_earlier_eps(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    monkeypatch.setenv("PFDM_RUNS", str(tmp_path / "runs"))
+    cfg, out = tiny(), tmp_path / "f"
+    fr.run_point(cfg, 0, 10, out, progress=False)
+    first = fr.run_rivals(cfg, 0, out, [10], progress=False)
+    assert set(zip(first.method, first.eps.fillna(-1))) == {("fedavg", -1), ("dpsgd", 10)}
+    assert (first.recipe == "budget").all() and first.dp_eps_spent.dropna().le(10 + 1e-6).all()
+    both = fr.run_rivals(cfg, 0, out, [5], progress=False)  # a second call at another eps keeps eps 10's row
+    assert sorted(both[both.method == "dpsgd"].eps) == [5, 10] and (both.method == "fedavg").sum() == 1
+    assert both[both.eps == 10].gfid_minor.item() == first[first.eps == 10].gfid_minor.item()
+    rows = fr.collect(out)
+    assert {"fedavg", "dpsgd"} <= set(rows.method) and len(rows[rows.method == "dpsgd"]) == 2
+    t = fr.table(rows)
+    dp = t[(t.method == "dpsgd") & (t.eps == 10)].iloc[0]
+    loc = rows[rows.method == "local"].iloc[0]
+    assert math.isclose(dp.local_minus_mean, loc.gfid_minor - both[both.eps == 10].gfid_minor.item())
+    names = [x.get_text() for x in fr.plot(rows, cfg).get_legend().get_texts()]
+    assert fr.label("dpsgd", "budget") + " (central eps)" in names
+    assert any(n.startswith("FedAvg (no formal privacy)") for n in names)

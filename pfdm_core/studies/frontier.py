@@ -100,7 +100,7 @@ def run_point(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Path
 def run_rivals(cfg: experiment.ExperimentConfig, seed: int, out: Path, epsilons: Sequence[float] = (),
                progress: bool = True) -> pd.DataFrame:
     """FedAvg (no eps) and DP-SGD at each of `epsilons`, trained on the study's training parts, evaluated as the
-    study's rows; written to out/rivals_seed<s>.csv."""
+    study's rows; written to out/rivals_seed<s>.csv, beside the rows an earlier call wrote for other eps."""
     ss = pz.make_study_split(cfg, seed)
     split = experiment.Split(ss.clients, ss.test, ss.pool)
     folder = Path(out) / f"seed{seed}"
@@ -117,7 +117,14 @@ def run_rivals(cfg: experiment.ExperimentConfig, seed: int, out: Path, epsilons:
                      **pz.evaluate(c, ss, clf, fake, y, ref, pca),
                      "near_copies_minor": memorization(fake[minor], me.x).count, "n_minor_samples": int(minor.sum())})
     df = pd.DataFrame(rows)
-    write_text(Path(out) / f"rivals_seed{seed}.csv", df.to_csv(index=False))
+    path = Path(out) / f"rivals_seed{seed}.csv"
+    if path.exists():  # keep the rows of an earlier call at other eps (the models are cached the same way)
+        old = pd.read_csv(path)
+        done = set(zip(df.method, df.eps.fillna(-1)))
+        old = old[[(m, e) not in done for m, e in zip(old.method, old.eps.fillna(-1))]]
+        df = pd.concat([old, df], ignore_index=True).sort_values(["method", "eps"], na_position="first",
+                                                                  ignore_index=True)
+    write_text(path, df.to_csv(index=False))
     return df
 
 
