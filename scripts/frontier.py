@@ -7,8 +7,8 @@
 
 Points run in the order of --eps for each seed (eps outer), so a stopped run has every seed at the first eps;
 each point's CSV is written when it finishes and the models are cached under <out>/seed<s>/, so rerunning resumes.
---rivals adds FedAvg (once per seed) and DP-SGD at each of --dpsgd-eps (default: the --eps grid). The figure goes to <out>/frontier.png (and
-figures/frontier_<data>.png with --publish), the table to <out>/frontier_table.csv.
+--rivals adds FedAvg (once per seed) and DP-SGD at each of --dpsgd-eps (default: the --eps grid). The figure goes
+to <out>/frontier.png (and figures/frontier_<data>.png with --publish), the table to <out>/frontier_table.csv.
 """
 from __future__ import annotations
 

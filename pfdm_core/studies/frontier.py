@@ -167,20 +167,27 @@ def membership(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Pat
     return df
 
 
-def collect(out: Path) -> pd.DataFrame:
+def collect(out: Path, baselines_eps: float = STRICT_EPS) -> pd.DataFrame:
     """Every finished point and rival row under `out`, one frame: local-only and centralized as one tuned row per
     seed (recipe "tuned", the lowest validation loss of `TUNE_RECIPES`; `chosen_recipe` names it), PFDM's rows per
-    recipe and its tuned row per (seed, eps) (method "pfdm tuned")."""
+    recipe and its tuned row per (seed, eps) (method "pfdm tuned").
+
+    Every point evaluates the seed's cached baselines again; a baseline retrained on another machine is a
+    different realization of the same recipe and seed. The table uses one per seed: the one evaluated in the point
+    at `baselines_eps` (default the strict end, so the headline pairs models of one run), else the smallest eps."""
     parts = [pd.read_csv(p) for p in sorted(Path(out).glob("point_seed*_eps*.csv"))]
     if not parts:
         raise FileNotFoundError(f"no frontier points under {out}: run run_point first")
     df = pd.concat(parts, ignore_index=True)
+    df = df.sort_values(["seed", "eps"], kind="stable", ignore_index=True)
     p = df[df.method == "pfdm"]
     # a tuned row is recipe "tuned" (the seeds may choose different recipes: `chosen_recipe` says which)
     best = p.loc[p.groupby(["seed", "eps"]).validation_loss.idxmin()]
     best = best.assign(method="pfdm tuned", chosen_recipe=best.recipe, recipe="tuned")
     # local-only and centralized do not depend on eps: one tuned row per seed (the lowest validation loss)
-    base = df[df.method.isin(["local", "central"])].drop_duplicates(["seed", "method", "recipe"])
+    base = df[df.method.isin(["local", "central"])]
+    base = base.iloc[np.argsort((base.eps != baselines_eps).to_numpy(), kind="stable")]  # that point's first
+    base = base.drop_duplicates(["seed", "method", "recipe"])
     base = base.loc[base.groupby(["seed", "method"]).validation_loss.idxmin()]
     base = base.assign(eps=np.nan, chosen_recipe=base.recipe, recipe="tuned")
     rivals = [pd.read_csv(p) for p in sorted(Path(out).glob("rivals_seed*.csv"))]
@@ -292,6 +299,12 @@ def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=
     ax.set(xscale="log", xticks=eps, xticklabels=[f"{e:g}" for e in eps],
            xlabel=f"per-image eps of the upload ({ACCOUNTANT} accountant, C = {cfg.privacy.clip_norm:g}, "
                   f"delta = {cfg.privacy.delta:g})", ylabel=LABELS.get(key, key) + ", client 0 (lower is better)")
+    if df[key].max() > 10 * df[key].min() > 0:  # e.g. DP-SGD's rows beside the rest: a log axis keeps both readable
+        from matplotlib.ticker import LogLocator, StrMethodFormatter
+
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
     ax.minorticks_off()
     if len(eps) == 1:
         ax.set_xlim(eps[0] / 1.6, eps[0] * 1.6)
