@@ -170,7 +170,7 @@ def test_frontier_at_eps_10_no_variant_closes_half_of_the_tuned_gap():
     assert v["verdict"] == "no", strict[["recipe", "gap_closed_lo", "gap_closed_hi"]]
     assert v["tuned"].gap_closed_lo < 0 < v["tuned"].gap_closed_hi
     assert strict[strict.recipe == "paper"].gap_closed_hi.item() < 0
-    # docs/results.md: the retrained baselines (another CPU kind) change neither answer: with the baselines of any
+    # docs/results.md: the baselines retrained on another machine change neither answer: with the baselines of any
     # point, the strict end says "no" and the tuned PFDM first beats local-only at eps = 200
     for eps in sorted(rows.eps.dropna().unique()):
         t = fr.table(fr.collect(RUNS / "frontier_digits", baselines_eps=eps))
@@ -178,6 +178,8 @@ def test_frontier_at_eps_10_no_variant_closes_half_of_the_tuned_gap():
     local = {b: fr.collect(RUNS / "frontier_digits", baselines_eps=b).query("method == 'local'").set_index("seed")
              .gfid_minor for b in (1, 10)}
     assert (local[1] - local[10]).abs().between(0.1, 0.6).all(), local  # "by 0.1-0.6 per seed"
+    mia = fr.collect_membership(RUNS / "frontier_digits")  # local-only's attack: from the same point, once
+    assert (mia[mia.method == "local"].eps == 10).all() and not mia.duplicated(["seed", "method", "recipe", "eps"]).any()
 
 
 def test_frontier_rivals_dp_sgd_at_its_budget_is_noise_bound_and_behind_local_only():

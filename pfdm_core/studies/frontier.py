@@ -178,26 +178,36 @@ def collect(out: Path, baselines_eps: float = STRICT_EPS) -> pd.DataFrame:
     parts = [pd.read_csv(p) for p in sorted(Path(out).glob("point_seed*_eps*.csv"))]
     if not parts:
         raise FileNotFoundError(f"no frontier points under {out}: run run_point first")
-    df = pd.concat(parts, ignore_index=True)
-    df = df.sort_values(["seed", "eps"], kind="stable", ignore_index=True)
+    df = pd.concat(parts, ignore_index=True).sort_values(["seed", "eps"], kind="stable", ignore_index=True)
     p = df[df.method == "pfdm"]
     # a tuned row is recipe "tuned" (the seeds may choose different recipes: `chosen_recipe` says which)
     best = p.loc[p.groupby(["seed", "eps"]).validation_loss.idxmin()]
     best = best.assign(method="pfdm tuned", chosen_recipe=best.recipe, recipe="tuned")
     # local-only and centralized do not depend on eps: one tuned row per seed (the lowest validation loss)
-    base = df[df.method.isin(["local", "central"])]
-    base = base.iloc[np.argsort((base.eps != baselines_eps).to_numpy(), kind="stable")]  # that point's first
-    base = base.drop_duplicates(["seed", "method", "recipe"])
+    base = _baseline_rows(df, baselines_eps)
     base = base.loc[base.groupby(["seed", "method"]).validation_loss.idxmin()]
     base = base.assign(eps=np.nan, chosen_recipe=base.recipe, recipe="tuned")
     rivals = [pd.read_csv(p) for p in sorted(Path(out).glob("rivals_seed*.csv"))]
     return pd.concat([base, p, best, *rivals], ignore_index=True)
 
 
-def collect_membership(out: Path) -> pd.DataFrame:
-    """Every membership CSV under `out` (`membership`), one frame; empty when none was run."""
+def _baseline_rows(df: pd.DataFrame, baselines_eps: float) -> pd.DataFrame:
+    """The local-only and centralized rows of `df` (sorted by seed, eps), one per (seed, method, recipe): those of
+    the point at `baselines_eps`, else of the seed's smallest eps (`collect`'s rule)."""
+    base = df[df.method.isin(["local", "central"])]
+    base = base.iloc[np.argsort((base.eps != baselines_eps).to_numpy(), kind="stable")]  # that point's first
+    return base.drop_duplicates(["seed", "method", "recipe"])
+
+
+def collect_membership(out: Path, baselines_eps: float = STRICT_EPS) -> pd.DataFrame:
+    """Every membership CSV under `out` (`membership`), one frame; empty when none was run. Local-only has no eps:
+    its rows are those of the point whose baselines `collect` uses, first."""
     parts = [pd.read_csv(p) for p in sorted(Path(out).glob("membership_seed*_eps*.csv"))]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if not parts:
+        return pd.DataFrame()
+    df = pd.concat(parts, ignore_index=True).sort_values(["seed", "eps"], kind="stable", ignore_index=True)
+    return pd.concat([_baseline_rows(df, baselines_eps), df[~df.method.isin(["local", "central"])]],
+                     ignore_index=True)
 
 
 def membership_table(df: pd.DataFrame) -> pd.DataFrame:
