@@ -3,6 +3,7 @@
     python scripts/frontier.py                                   # digits, cpu: seeds 0-4, eps 1 5 10 50 200
     python scripts/frontier.py --seeds 0 --eps 10 --rivals      # one point with FedAvg and DP-SGD at eps 10
     python scripts/frontier.py --seeds 1 --eps 10 200 --threads 1   # one worker of a parallel run
+    python scripts/frontier.py --seeds 0 1 2 --eps 10 --ambient  # the ambient shared model's rows (beyond the paper)
     python scripts/frontier.py --collect-only --publish          # table + figure from the finished points
 
 Points run in the order of --eps for each seed (eps outer), so a stopped run has every seed at the first eps;
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rivals", action="store_true", help="also FedAvg and DP-SGD (at --dpsgd-eps)")
     p.add_argument("--dpsgd-eps", type=float, nargs="*", default=None,
                    help="DP-SGD's eps values (with --rivals; default: the --eps grid)")
+    p.add_argument("--ambient", action="store_true",
+                   help="only the ambient shared model's rows (run_ambient, with the attack) at each seed and --eps")
     p.add_argument("--membership", action="store_true",
                    help="also the loss attack on the published models of each point (after training it)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -67,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cfg = experiment.preset_config(preset, args.data)
     out = Path(args.out or paths.runs_dir() / preset / f"frontier_{args.data}")
-    if not args.collect_only:
+    if args.ambient and not args.collect_only:
+        for eps in eps_grid:
+            for seed in args.seeds:
+                print(f"frontier: ambient, seed {seed}, eps {eps:g} (t0 = {fr.t0_of(cfg, eps)})", flush=True)
+                fr.run_ambient(cfg, seed, eps, out)
+    elif not args.collect_only:
         for eps in eps_grid:
             for seed in args.seeds:
                 print(f"frontier: seed {seed}, eps {eps:g} (t0 = {fr.t0_of(cfg, eps)})", flush=True)

@@ -148,3 +148,22 @@ def test_rivals_join_the_frontier_and_keep_earlier_eps(tmp_path, monkeypatch):
     names = [x.get_text() for x in fr.plot(rows, cfg).get_legend().get_texts()]
     assert fr.label("dpsgd", "budget") + " (central eps)" in names
     assert any(n.startswith("FedAvg (no formal privacy)") for n in names)
+
+
+def test_ambient_rows_join_the_frontier_outside_the_tuned_search(tmp_path, monkeypatch):
+    monkeypatch.setenv("PFDM_RUNS", str(tmp_path / "runs"))
+    cfg, out = tiny(), tmp_path / "f"
+    point = fr.run_point(cfg, 0, 10, out, progress=False)
+    amb = fr.run_ambient(cfg, 0, 10, out, progress=False)
+    assert set(zip(amb.method, amb.recipe)) == {("pfdm", pz.AMBIENT_RECIPE), ("shared only", "uploads only")}
+    assert (amb.t0 == fr.t0_of(cfg, 10)).all() and (amb.near_copies_minor >= 0).all() and (amb.eps == 10).all()
+    assert (out / "seed0" / f"shared_ambient_t0{fr.t0_of(cfg, 10)}.pt").exists()
+    rows = fr.collect(out)
+    tuned = rows[rows.method == "pfdm tuned"]  # still the point's own recipes
+    assert tuned.validation_loss.item() == point[point.method == "pfdm"].validation_loss.min()
+    assert len(rows[rows.recipe == pz.AMBIENT_RECIPE]) == 1 and len(rows[rows.method == "shared only"]) == 1
+    t = fr.table(rows)
+    assert pz.AMBIENT_RECIPE in set(t[t.method == "pfdm"].recipe)  # a variant of the strict verdict
+    mia = fr.collect_membership(out)
+    assert {("pfdm", pz.AMBIENT_RECIPE), ("shared only", "uploads only")} <= set(zip(mia.method, mia.recipe))
+    assert (mia.method != "local").all()  # the ambient attack file adds no local-only rows

@@ -78,11 +78,15 @@ def train(
     progress: bool = True,
     desc: str = "train",
     on_step: Callable[[int, nn.Module], None] | None = None,
+    objective: Callable[[nn.Module, Schedule, torch.Tensor, torch.Tensor | None, torch.Generator], torch.Tensor]
+    | None = None,
 ) -> TrainResult:
     """Minimise the eps-loss of `model` on data x (at step `origin`) over steps t_lo..t_hi.
 
     `on_step(step, model)` runs after every optimiser step with the weights a caller would use
-    (the EMA copy when ema_decay > 0), e.g. to track a validation loss (`selection`)."""
+    (the EMA copy when ema_decay > 0), e.g. to track a validation loss (`selection`).
+    `objective(model, sched, x_batch, y_batch, generator)` replaces the eps-loss (e.g.
+    `methods.ambient.AmbientLoss`, which owns its step ranges); its repr joins the checkpoint's fingerprint."""
     config = config or TrainConfig()
     if not torch.isfinite(x).all():
         raise ValueError("training data x contains NaN or infinite values")
@@ -98,6 +102,8 @@ def train(
     path = Path(checkpoint) if checkpoint else None
     # hashed only when there is a checkpoint: FedAvg's local rounds and selection call this loop without one
     fingerprint = dict(config=asdict(config), data=data_fingerprint(x, y), steps=[t_lo, t_hi, origin]) if path else None
+    if fingerprint is not None and objective is not None:
+        fingerprint["objective"] = repr(objective)
     state = ckpt.resume(path, fingerprint, legacy=lambda s: s.get("config") == asdict(config))
     if state is not None:
         model.load_state_dict(state["model"])
@@ -118,8 +124,11 @@ def train(
     for step in tqdm(range(start, config.steps), desc=desc, disable=not progress, initial=start, total=config.steps):
         omp.govern()  # one thread while other processes are busy (core.omp)
         idx = torch.randint(0, n, (min(config.batch_size, n),), generator=gen, device=dev)
-        loss = diffusion_loss(model, sched, x[idx], None if y is None else y[idx], t_lo, t_hi, origin,
-                              config.p_uncond, gen)
+        if objective is None:
+            loss = diffusion_loss(model, sched, x[idx], None if y is None else y[idx], t_lo, t_hi, origin,
+                                  config.p_uncond, gen)
+        else:
+            loss = objective(model, sched, x[idx], None if y is None else y[idx], gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:

@@ -35,17 +35,20 @@ def server_train_shared(uploads: Sequence[Upload], make_model: ModelFactory, sch
                         config: TrainConfig, checkpoint: str | os.PathLike | None = None,
                         progress: bool = True) -> nn.Module:
     """Server side: train the shared denoiser on the pooled uploads, steps t0+1..T (origin t0)."""
+    x, y, t0 = pool(uploads)
+    return train(make_model(), sched, x, y, t0 + 1, sched.T, origin=t0, config=config,
+                 checkpoint=checkpoint, progress=progress, desc=f"PFDM shared (t0={t0})").model
+
+
+def pool(uploads: Sequence[Upload]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The pooled x_t0 and labels of a non-empty list of uploads that share one t0, and that t0."""
     if not isinstance(uploads, (list, tuple)) or not uploads or not all(isinstance(u, Upload) for u in uploads):
-        raise TypeError("server_train_shared takes a non-empty list of Upload objects (privatized tensors), "
+        raise TypeError("the server takes a non-empty list of Upload objects (privatized tensors), "
                         f"got {type(uploads).__name__}")
     t0s = {u.t0 for u in uploads}
     if len(t0s) != 1:
         raise ValueError(f"all uploads must share one t0, got {sorted(t0s)}")
-    t0 = t0s.pop()
-    x = torch.cat([u.x_tilde for u in uploads])  # pooled x_t0 of all clients
-    y = torch.cat([u.y for u in uploads])
-    return train(make_model(), sched, x, y, t0 + 1, sched.T, origin=t0, config=config,
-                 checkpoint=checkpoint, progress=progress, desc=f"PFDM shared (t0={t0})").model
+    return torch.cat([u.x_tilde for u in uploads]), torch.cat([u.y for u in uploads]), t0s.pop()
 
 
 def check_upload(x_tilde: np.ndarray, y: np.ndarray, t0: int, eps: float, *, shape: tuple[int, ...],

@@ -33,11 +33,13 @@ from pfdm_core.attacks.common import EpsFn
 from pfdm_core.attacks.membership import membership_inference
 from pfdm_core.attacks.memorization import memorization
 from pfdm_core.core.checkpoint import write_text
+from pfdm_core.core.diffusion import generate
 from pfdm_core.core.schedule import Schedule
 from pfdm_core.data.partition import client_classes
 from pfdm_core.data.small import Dataset
 from pfdm_core.evaluation import metrics
 from pfdm_core.evaluation.compare import mean_interval
+from pfdm_core.methods.ambient import AmbientEps
 from pfdm_core.privacy.mechanism import epsilon
 from pfdm_core.studies import personalization as pz
 
@@ -53,9 +55,11 @@ HALF = 0.5
 RECIPE_NAMES = {"paper": "the paper's recipe", pz.OUR_RECIPE: "our recipe",
                 pz.WARM_RECIPE: "our recipe, warm-started from the shared model",
                 pz.FROZEN_RECIPE: "shared encoder frozen, decoder by our recipe", "tuned": "tuned (validation)",
+                pz.AMBIENT_RECIPE: "our recipe, warm-started from the ambient shared model",
+                "uploads only": "trained on the uploads only",
                 "selected": "selected length", "budget": "its budget"}
 METHOD_NAMES = {"local": "local-only", "central": "centralized", "pfdm": "PFDM", "pfdm tuned": "PFDM",
-                "fedavg": "FedAvg", "dpsgd": "DP-SGD"}
+                "fedavg": "FedAvg", "dpsgd": "DP-SGD", "shared only": "ambient shared model alone"}
 
 
 def t0_of(cfg: experiment.ExperimentConfig, eps: float) -> int:
@@ -141,29 +145,75 @@ def matched_members(members: Dataset, nonmembers: Dataset, seed: int) -> tuple[D
     return members.subset(torch.cat(idx_m)), nonmembers.subset(torch.cat(idx_n))
 
 
-def membership(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Path) -> pd.DataFrame:
+def membership(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Path,
+               recipes: Sequence[str] = PFDM_RECIPES, local: bool = True, name: str | None = None) -> pd.DataFrame:
     """The privacy of what client cfg.eval.client publishes: the loss attack (AUC, TPR at 1% FPR) on its
-    local-only models and on PFDM's chain (shared + personal, as `pfdm_sample` runs it) of each recipe, members =
-    its training part, non-members = held-out test images, matched per class. Loads the point's cached models
-    (run `run_point` first); written to out/membership_seed<s>_eps<e>.csv."""
+    local-only models (with `local`) and on PFDM's chain (shared + personal, as `pfdm_sample` runs it) of each of
+    `recipes`, members = its training part, non-members = held-out test images, matched per class. Loads the
+    point's cached models (run `run_point` first); written to out/<name>.csv (default membership_seed<s>_eps<e>)."""
     ss = pz.make_study_split(cfg, seed)
     members, nonmembers = matched_members(ss.clients[cfg.eval.client], ss.test, seed)
     sched, t0, folder = Schedule(cfg.T), t0_of(cfg, eps), Path(out) / f"seed{seed}"
-    shared = pz.train_shared(cfg, ss, t0, seed, folder, progress=False)
+    shareds = {kind: pz.train_shared(cfg, ss, t0, seed, folder, progress=False, kind=kind)
+               for kind in dict.fromkeys(pz.RECIPES[r].shared for r in recipes)}
     rows = []
-    for method, recipes in (("local", TUNE_RECIPES), ("pfdm", PFDM_RECIPES)):
-        for name in recipes:
+    for method, names in (("local", TUNE_RECIPES if local else ()), ("pfdm", recipes)):
+        for rname in names:
             if method == "local":
-                model, _, _ = pz.train_local(cfg, ss, name, seed, folder, progress=False)
+                model, _, _ = pz.train_local(cfg, ss, rname, seed, folder, progress=False)
                 fn = EpsFn.of(model, sched)
             else:
-                model, _, _ = pz.train_personal(cfg, ss, t0, name, seed, folder, shared, progress=False)
+                shared = shareds[pz.RECIPES[rname].shared]
+                model, _, _ = pz.train_personal(cfg, ss, t0, rname, seed, folder, shared, progress=False)
                 fn = EpsFn.pfdm(shared, model, sched, t0)
             res = membership_inference("loss", fn, members.x, nonmembers.x, members.y, nonmembers.y, seed=seed)
             rows.append({"seed": seed, "eps": eps, "t0": t0 if method == "pfdm" else None, "method": method,
-                         "recipe": name, "mia_auc": res.auc, "mia_tpr_1pct": res.tpr_1pct, "n_members": len(members)})
+                         "recipe": rname, "mia_auc": res.auc, "mia_tpr_1pct": res.tpr_1pct, "n_members": len(members)})
     df = pd.DataFrame(rows)
-    write_text(Path(out) / f"membership_seed{seed}_eps{eps:g}.csv", df.to_csv(index=False))
+    write_text(Path(out) / f"{name or f'membership_seed{seed}_eps{eps:g}'}.csv", df.to_csv(index=False))
+    return df
+
+
+def run_ambient(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Path, progress: bool = True,
+                with_membership: bool = True) -> pd.DataFrame:
+    """Beyond the paper: the ambient shared model (`methods.ambient`: the uploads teach it steps 1..t0 too) at the
+    t0 of `eps`, two rows: PFDM with the personal denoiser warm-started from it (`pz.AMBIENT_RECIPE`) and the ambient
+    shared model alone from T to 0 (method "shared only": no client image after the upload; its samples and the
+    attack on it are post-processing of the uploads). Written to out/ambient_seed<s>_eps<e>.csv (and the attack to
+    membership_seed<s>_eps<e>_ambient.csv); `collect` adds the rows outside `pfdm tuned`'s search, which stays the
+    points' own."""
+    t0, name = t0_of(cfg, eps), f"ambient_seed{seed}_eps{eps:g}"
+    df = pz.run_study(cfg, [seed], [t0], [pz.AMBIENT_RECIPE], out, local_recipes=[], central_recipes=[],
+                      progress=progress, name=name)
+    ss, sched, folder = pz.make_study_split(cfg, seed), Schedule(cfg.T), Path(out) / f"seed{seed}"
+    split = experiment.Split(ss.clients, ss.test, ss.pool)
+    net = pz.train_shared(cfg, ss, t0, seed, folder, progress=False, kind="ambient")  # cached by run_study
+    y = _labels(cfg)
+    alone = AmbientEps(net, sched, t0)
+    fake = generate(alone, sched, y, (len(y), cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size), "ddim",
+                    cfg.eval.ddim_steps, seed=seed)
+    clf = experiment.metric_classifier(cfg, split, seed)
+    ref, pca = metrics.embed(clf, ss.test.x), experiment.metric_pca(clf, split)
+    row = {"seed": seed, "method": "shared only", "recipe": "uploads only", "t0": t0,
+           "eps_analytic": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta, "analytic"),
+           "eps_thm51": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta),
+           **pz.evaluate(cfg, ss, clf, fake, y, ref, pca)}
+    df = pd.concat([df, pd.DataFrame([row])], ignore_index=True)
+    samples = torch.load(Path(out) / f"{name}_samples.pt", weights_only=False)
+    samples[(seed, "shared only", "uploads only", t0)] = fake
+    torch.save(samples, Path(out) / f"{name}_samples.pt")
+    df = _near_copies(out, name, df, cfg, seed).assign(eps=eps)
+    write_text(Path(out) / f"{name}.csv", df.to_csv(index=False))
+    if with_membership:
+        mia = membership(cfg, seed, eps, out, recipes=[pz.AMBIENT_RECIPE], local=False,
+                         name=f"membership_seed{seed}_eps{eps:g}_ambient")
+        members, nonmembers = matched_members(ss.clients[cfg.eval.client], ss.test, seed)
+        res = membership_inference("loss", EpsFn.of(alone, sched), members.x, nonmembers.x, members.y, nonmembers.y,
+                                   seed=seed)
+        mia = pd.concat([mia, pd.DataFrame([{"seed": seed, "eps": eps, "t0": t0, "method": "shared only",
+                                             "recipe": "uploads only", "mia_auc": res.auc,
+                                             "mia_tpr_1pct": res.tpr_1pct, "n_members": len(members)}])])
+        write_text(Path(out) / f"membership_seed{seed}_eps{eps:g}_ambient.csv", mia.to_csv(index=False))
     return df
 
 
@@ -188,7 +238,8 @@ def collect(out: Path, baselines_eps: float = STRICT_EPS) -> pd.DataFrame:
     base = base.loc[base.groupby(["seed", "method"]).validation_loss.idxmin()]
     base = base.assign(eps=np.nan, chosen_recipe=base.recipe, recipe="tuned")
     rivals = [pd.read_csv(p) for p in sorted(Path(out).glob("rivals_seed*.csv"))]
-    return pd.concat([base, p, best, *rivals], ignore_index=True)
+    ambient = [pd.read_csv(p) for p in sorted(Path(out).glob("ambient_seed*_eps*.csv"))]  # outside the tuned search
+    return pd.concat([base, p, best, *ambient, *rivals], ignore_index=True)
 
 
 def _baseline_rows(df: pd.DataFrame, baselines_eps: float) -> pd.DataFrame:
@@ -294,7 +345,7 @@ def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4.2))
     curves = [("pfdm", "paper"), ("pfdm", pz.OUR_RECIPE), ("pfdm", pz.WARM_RECIPE), ("pfdm", pz.FROZEN_RECIPE),
-              ("dpsgd", "budget")]
+              ("dpsgd", "budget"), ("pfdm", pz.AMBIENT_RECIPE)]
     for i, (method, recipe) in enumerate(curves):
         d = df[(df.method == method) & (df.recipe == recipe)].groupby("eps")[key].agg(["mean", "std"]).reset_index()
         if len(d):  # curves dodged sideways (by a few percent of eps) so that their error bars do not overlap
@@ -330,4 +381,4 @@ def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=
 
 __all__ = ["ACCOUNTANT", "EPSILONS", "HALF", "KEY", "METHOD_NAMES", "PFDM_RECIPES", "RECIPE_NAMES", "STRICT_EPS",
            "TUNE_RECIPES", "collect", "collect_membership", "first_win", "label", "matched_members", "membership",
-           "membership_table", "plot", "run_point", "run_rivals", "strict_verdict", "t0_of", "table"]
+           "membership_table", "plot", "run_ambient", "run_point", "run_rivals", "strict_verdict", "t0_of", "table"]

@@ -42,6 +42,7 @@ from pfdm_core.experiment import (
     metric_pca,
     model_factory,
 )
+from pfdm_core.methods.ambient import server_train_ambient
 from pfdm_core.methods.pfdm import client_upload, pfdm_sample, server_train_shared
 from pfdm_core.methods.selection import ValidationLoss, stratified_holdout, train_selected
 from pfdm_core.privacy.mechanism import clip, epsilon
@@ -61,6 +62,15 @@ class Recipe:
     augment: bool = False  # +-1 pixel shifts of the client's images (9x the data)
     warm_start: bool = False  # PFDM only: the personal denoiser starts from the shared model's weights
     freeze: tuple[str, ...] = ()  # with warm_start: the shared blocks kept frozen (top-level UNet modules)
+    shared: str = "paper"  # PFDM only: the shared model, "paper" or "ambient" (also learns below t0, `methods.ambient`)
+
+    def __post_init__(self) -> None:
+        if self.shared not in SHARED_MODELS:
+            raise ValueError(f"shared must be one of {SHARED_MODELS}, got {self.shared!r}")
+
+
+SHARED_MODELS = ("paper", "ambient")
+AMBIENT_BUDGET = 3  # the ambient shared model's optimiser steps, in units of cfg.train.steps (server compute)
 
 
 RECIPES = {
@@ -85,8 +95,13 @@ RECIPES = {
     "shared encoder frozen + decoder by our recipe": Recipe(
         budget=6, select=True, ema_decay=0.995, dropout=0.1, weight_decay=1e-4, warm_start=True,
         freeze=("embed", "stem", "down", "mid")),
+    # beyond the paper: the personal denoiser warm-started from the AMBIENT shared model, which also learned steps
+    # 1..t0 from the uploads alone (consistency loss, `methods.ambient`), then trained by our recipe
+    "warm start from the ambient shared model + our recipe": Recipe(
+        budget=6, select=True, ema_decay=0.995, dropout=0.1, weight_decay=1e-4, warm_start=True, shared="ambient"),
 }
 WARM_RECIPE = "warm start + selected (6x budget) + EMA + dropout + weight decay"
+AMBIENT_RECIPE = "warm start from the ambient shared model + our recipe"
 FROZEN_RECIPE = "shared encoder frozen + decoder by our recipe"
 
 # The study's default (notebook 10, digits, preset cpu, seed 0, eps = 10 per image -> t0 = 675): the recipe whose
@@ -162,14 +177,20 @@ def train_client_model(cfg: ExperimentConfig, data: Dataset, val: Dataset, t_hi:
 
 
 def train_shared(cfg: ExperimentConfig, ss: StudySplit, t0: int, seed: int, folder: Path,
-                 progress: bool = True) -> nn.Module:
-    """PFDM's shared model on the uploads of every client's training part (the paper's budget)."""
+                 progress: bool = True, kind: str = "paper") -> nn.Module:
+    """PFDM's shared model on the uploads of every client's training part: the paper's (steps t0+1..T, the
+    paper's budget) or, kind="ambient", `methods.ambient`'s (also steps 1..t0, consistency loss, AMBIENT_BUDGET)."""
     sched = Schedule(cfg.T)
     make = lambda: _model(cfg, Recipe(), seed)
     uploads = [client_upload(d, t0, sched, cfg.privacy.clip_norm, seed=seed * 100 + m, delta=cfg.privacy.delta)
                for m, d in enumerate(ss.clients)]
     tc = replace(cfg.train, seed=seed, checkpoint_every=max(1, cfg.train.steps // 4))
-    return server_train_shared(uploads, make, sched, tc, folder / f"shared_t0{t0}.pt", progress)
+    if kind == "paper":
+        return server_train_shared(uploads, make, sched, tc, folder / f"shared_t0{t0}.pt", progress)
+    if kind != "ambient":
+        raise ValueError(f"kind must be one of {SHARED_MODELS}, got {kind!r}")
+    tc = replace(tc, steps=AMBIENT_BUDGET * cfg.train.steps, checkpoint_every=max(1, cfg.train.steps // 4))
+    return server_train_ambient(uploads, make, sched, tc, folder / f"shared_ambient_t0{t0}.pt", progress)
 
 
 def train_central(cfg: ExperimentConfig, ss: StudySplit, recipe: Recipe, seed: int, folder: Path,
@@ -270,9 +291,11 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
                             "steps_trained": steps_trained(_checkpoint(cfg, folder, "central", rname)),
                             "validation_loss": vloss}, m))
         for t0 in t0s:
-            shared = train_shared(cfg, ss, t0, seed, folder, progress)
+            shareds = {kind: train_shared(cfg, ss, t0, seed, folder, progress, kind)
+                       for kind in dict.fromkeys(RECIPES[r].shared for r in recipes)}
             for rname in recipes:
                 r = RECIPES[rname]
+                shared = shareds[r.shared]
                 p, used, vloss = train_personal(cfg, ss, t0, rname, seed, folder, shared, progress)
                 models.append(({"method": "pfdm", "recipe": rname, "t0": t0, "steps_used": used, "validation_loss": vloss,
                                 "steps_trained": steps_trained(_checkpoint(cfg, folder, "pfdm", rname, t0)),
@@ -357,5 +380,5 @@ def gap_closed(df: pd.DataFrame, key: str = "fid_minor", local: str = "tuned") -
                          "gap_closed_std": g.gap_closed.std(ddof=1), "seeds": g.size()}).reset_index()
 
 
-__all__ = ["FROZEN_RECIPE", "OUR_RECIPE", "RECIPES", "WARM_RECIPE", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "personal_curves", "run_study",
+__all__ = ["AMBIENT_BUDGET", "AMBIENT_RECIPE", "FROZEN_RECIPE", "SHARED_MODELS", "OUR_RECIPE", "RECIPES", "WARM_RECIPE", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "personal_curves", "run_study",
            "shift_augment", "steps_trained", "train_central", "train_client_model", "train_local", "train_personal", "train_shared", "tuned", "validation_table"]
