@@ -158,6 +158,7 @@ def test_ambient_rows_join_the_frontier_outside_the_tuned_search(tmp_path, monke
     assert set(zip(amb.method, amb.recipe)) == {("pfdm", pz.AMBIENT_RECIPE), ("shared only", "uploads only")}
     assert (amb.t0 == fr.t0_of(cfg, 10)).all() and (amb.near_copies_minor >= 0).all() and (amb.eps == 10).all()
     assert (out / "seed0" / f"shared_ambient_t0{fr.t0_of(cfg, 10)}.pt").exists()
+    assert (amb.warm_start_validation_loss > 0).all() and (amb.random_init_validation_loss > 0).all()
     rows = fr.collect(out)
     tuned = rows[rows.method == "pfdm tuned"]  # still the point's own recipes
     assert tuned.validation_loss.item() == point[point.method == "pfdm"].validation_loss.min()

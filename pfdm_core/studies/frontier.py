@@ -40,6 +40,7 @@ from pfdm_core.data.small import Dataset
 from pfdm_core.evaluation import metrics
 from pfdm_core.evaluation.compare import mean_interval
 from pfdm_core.methods.ambient import AmbientEps
+from pfdm_core.methods.selection import ValidationLoss
 from pfdm_core.privacy.mechanism import epsilon
 from pfdm_core.studies import personalization as pz
 
@@ -199,6 +200,12 @@ def run_ambient(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Pa
            "eps_thm51": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta),
            **pz.evaluate(cfg, ss, clf, fake, y, ref, pca)}
     df = pd.concat([df, pd.DataFrame([row])], ignore_index=True)
+    # where the warm start starts: the ambient model's denoising loss on client 0's hold-out, steps 1..t0, measured as
+    # the personal denoiser's selection measures it, beside a freshly initialised network's
+    val = ss.vals[cfg.eval.client]
+    vl = ValidationLoss(sched, val.x, val.y, 1, t0, draws=32, seed=seed)
+    df["warm_start_validation_loss"] = vl(net)
+    df["random_init_validation_loss"] = vl(pz._model(cfg, pz.RECIPES[pz.AMBIENT_RECIPE], seed).eval())
     samples = torch.load(Path(out) / f"{name}_samples.pt", weights_only=False)
     samples[(seed, "shared only", "uploads only", t0)] = fake
     torch.save(samples, Path(out) / f"{name}_samples.pt")
