@@ -130,7 +130,8 @@ def frontier_verdict() -> str:
     seeds = sorted(rows[rows.eps == v["eps"]].seed.unique().tolist())
     verdict = {"one seed": "one seed gives no interval yet",
                "yes": f"a variant closes at least half of the gap: its interval lies above {fr.HALF:g}",
-               "no": f"**no variant closes half of the gap**: every interval lies below {fr.HALF:g}",
+               "no": f"**no variant closes half of the gap**: every interval lies below {fr.HALF:g} or the variant is "
+                     "worse than local-only",
                "unsettled": f"whether a variant closes half of the gap is not settled: an interval contains {fr.HALF:g}"}
     return (f"At eps = {v['eps']:g} per image (t0 = {int(tuned.t0)}; digits, client 0, seeds "
             f"{', '.join(map(str, seeds))}, preset `cpu`), PFDM with its recipe chosen per seed on validation loss "

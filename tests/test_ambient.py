@@ -1,7 +1,8 @@
 """The ambient shared model (pfdm_core.methods.ambient) against Gaussian oracles: the posterior jump keeps the
-forward marginal, the consistency loss vanishes at the Bayes-optimal denoiser and not at a wrong one below t0, and a
-small network trained on uploads alone learns steps below t0 (a control trained without the term does not)."""
-import numpy as np
+forward marginal, the consistency loss vanishes at the Bayes-optimal denoiser and not at a wrong one below t0 where
+the uploads carry the law (t0 = 200), a small network trained on uploads alone learns steps below t0 there (a control
+without the term does not), and at the digits' strict t0 = 675 neither holds: the uploads hide the law, and the term
+makes the network worse below t0."""
 import pytest
 import torch
 from torch import nn
@@ -10,7 +11,13 @@ from pfdm_core.core.diffusion import FullChainEps, diffusion_loss
 from pfdm_core.core.nets import MLPDenoiser
 from pfdm_core.core.schedule import Schedule, q_sample
 from pfdm_core.core.train import TrainConfig, train
-from pfdm_core.methods.ambient import AmbientEps, AmbientLoss, posterior_jump, server_train_ambient, x0_hat
+from pfdm_core.methods.ambient import (
+    AmbientEps,
+    AmbientLoss,
+    posterior_jump,
+    server_train_ambient,
+    x0_hat,
+)
 from pfdm_core.methods.server import Upload
 from pfdm_core.studies import personalization as pz
 from pfdm_core.studies.toy import AffineDenoiser
@@ -58,13 +65,15 @@ def test_posterior_jump_with_the_true_x0_keeps_the_forward_marginal(t0):
 
 
 def test_ambient_eps_is_full_chain_above_t0_and_raw_below():
+    torch.manual_seed(0)
     net, t0 = MLPDenoiser(dim=4), 300
     x, t = torch.randn(6, 4), torch.tensor([1, 150, 300, 301, 700, 1000])
     f = AmbientEps(net, S, t0)
     with torch.no_grad():
         out, raw = f(x, t), net(x, t)
         above = FullChainEps(net, S, t0)(x[3:], t[3:])
-    assert torch.allclose(out[:3], raw[:3]) and torch.allclose(out[3:], above)
+    # (a network's output may differ in the last bits with the batch's size: a tolerance)
+    assert torch.allclose(out[:3], raw[:3], rtol=1e-4, atol=1e-6) and torch.allclose(out[3:], above, rtol=1e-4, atol=1e-6)
 
 
 def _consistency(t0, inflate):
@@ -163,6 +172,8 @@ def test_ambient_recipe_is_a_warm_start_from_the_ambient_shared_model():
     assert pz._slug(r) == pz._slug(pz.RECIPES[pz.WARM_RECIPE]) + "_sharedambient"  # the others' names unchanged
     with pytest.raises(ValueError, match="shared"):
         pz.Recipe(shared="server")
+    with pytest.raises(ValueError, match="warm_start"):
+        pz.Recipe(shared="ambient")
 
 
 def test_train_fingerprints_the_objective(tmp_path):

@@ -159,17 +159,19 @@ def test_generated_tables_of_docs_results_follow_the_result_files():
 
 def test_frontier_at_eps_10_no_variant_closes_half_of_the_tuned_gap():
     """docs/results.md, README and notebook 10 section 4 (runs/cpu/frontier_digits, make frontier): at eps = 10 per
-    image, against tuned local-only and centralized, every PFDM variant's gap-closed interval lies below one half,
-    the validation-tuned PFDM's contains zero, the paper's recipe is below zero, over at least three seeds."""
+    image, against tuned local-only and centralized, every PFDM variant's gap-closed interval lies below one half (or
+    its paired difference from local-only lies below zero), the validation-tuned PFDM's contains zero, the paper's
+    recipe is behind on average with an interval reaching just above zero, over at least four seeds."""
     from pfdm_core.studies import frontier as fr
 
     rows = fr.collect(RUNS / "frontier_digits")
     v = fr.strict_verdict(fr.table(rows))
     strict = v["rows"]
-    assert v["eps"] == 10 and (strict.seeds >= 3).all(), (v["eps"], strict.seeds.tolist())
+    assert v["eps"] == 10 and (strict.seeds >= 4).all(), (v["eps"], strict.seeds.tolist())
     assert v["verdict"] == "no", strict[["recipe", "gap_closed_lo", "gap_closed_hi"]]
     assert v["tuned"].gap_closed_lo < 0 < v["tuned"].gap_closed_hi
-    assert strict[strict.recipe == "paper"].gap_closed_hi.item() < 0
+    paper = strict[strict.recipe == "paper"].iloc[0]
+    assert paper.gap_closed_mean < 0 < paper.gap_closed_hi < 0.25
     # docs/results.md: the baselines retrained on another machine change neither answer: with the baselines of any
     # point, the strict end says "no" and the tuned PFDM first beats local-only at eps = 200
     for eps in sorted(rows.eps.dropna().unique()):
@@ -177,9 +179,35 @@ def test_frontier_at_eps_10_no_variant_closes_half_of_the_tuned_gap():
         assert fr.strict_verdict(t)["verdict"] == "no" and fr.first_win(t) == 200, eps
     local = {b: fr.collect(RUNS / "frontier_digits", baselines_eps=b).query("method == 'local'").set_index("seed")
              .gfid_minor for b in (1, 10)}
-    assert (local[1] - local[10]).abs().between(0.1, 0.6).all(), local  # "by 0.1-0.6 per seed"
+    assert (local[1] - local[10]).dropna().abs().between(0.1, 0.6).all(), local  # "by 0.1-0.6 per seed"
     mia = fr.collect_membership(RUNS / "frontier_digits")  # local-only's attack: from the same point, once
     assert (mia[mia.method == "local"].eps == 10).all() and not mia.duplicated(["seed", "method", "recipe", "eps"]).any()
+
+
+def test_frontier_ambient_shared_model_diverges_below_t0_at_eps_10():
+    """docs/results.md (the ambient shared model, runs/cpu/frontier_digits/ambient_seed*_eps10.csv, seeds 0-2): at
+    eps = 10 per image, in every seed, the ambient model's denoising loss on client 0's hold-out below t0 is more than
+    a thousand times a fresh network's; warm-started from it, the personal denoiser's validation loss stays above our
+    recipe's from scratch, and its minority group FID is behind tuned local-only's (gap closed below zero); the ambient
+    model alone makes no recognisable minority digit and its loss attack is at chance."""
+    from pfdm_core.studies import frontier as fr
+    from pfdm_core.studies import personalization as pz
+
+    rows = fr.collect(RUNS / "frontier_digits")
+    at10 = rows[rows.eps == 10]
+    amb = at10[at10.recipe == pz.AMBIENT_RECIPE].set_index("seed")
+    ours = at10[(at10.method == "pfdm") & (at10.recipe == pz.OUR_RECIPE)].set_index("seed")
+    alone = at10[at10.method == "shared only"].set_index("seed")
+    loc = rows[rows.method == "local"].set_index("seed").gfid_minor
+    assert len(amb) >= 3 and set(amb.index) == set(alone.index)
+    assert (amb.warm_start_validation_loss > 1000 * amb.random_init_validation_loss).all()
+    assert (amb.validation_loss > ours.validation_loss[amb.index]).all()
+    assert (amb.gfid_minor > loc[amb.index]).all()
+    t = fr.table(rows)
+    assert t[(t.eps == 10) & (t.recipe == pz.AMBIENT_RECIPE)].gap_closed_hi.item() < 0
+    assert (alone.accuracy_minor < 0.05).all()
+    mia = fr.collect_membership(RUNS / "frontier_digits")
+    assert mia[(mia.method == "shared only") & (mia.eps == 10)].mia_auc.between(0.45, 0.55).all()
 
 
 def test_frontier_rivals_dp_sgd_at_its_budget_is_noise_bound_and_behind_local_only():

@@ -96,10 +96,10 @@ def test_first_win_is_where_the_tuned_pfdm_starts_to_beat_local_for_good():
 
 
 def test_strict_verdict_answers_at_the_largest_eps_up_to_ten():
-    def rows(eps, lo, hi, seeds=3):
+    def rows(eps, lo, hi, seeds=3, diff_hi=(1.0, 1.0, 1.0)):
         return pd.DataFrame({"method": ["pfdm tuned", "pfdm", "pfdm"], "recipe": ["tuned", "paper", pz.FROZEN_RECIPE],
                              "eps": [eps] * 3, "gap_closed_mean": [0.1, 0.0, 0.2], "gap_closed_lo": lo,
-                             "gap_closed_hi": hi, "seeds": [seeds] * 3})
+                             "gap_closed_hi": hi, "local_minus_hi": list(diff_hi), "seeds": [seeds] * 3})
     strict = rows(10.0, [-0.2, -0.3, 0.0], [0.4, 0.3, 0.45])
     loose = rows(200.0, [0.6, 0.6, 0.6], [0.9, 0.9, 0.9])  # above eps_max: never read
     v = fr.strict_verdict(pd.concat([rows(5.0, [0.6] * 3, [0.9] * 3), strict, loose], ignore_index=True))
@@ -107,6 +107,10 @@ def test_strict_verdict_answers_at_the_largest_eps_up_to_ten():
     assert v["best"].recipe == pz.FROZEN_RECIPE and v["tuned"].recipe == "tuned"  # best: a fixed recipe, not the tuned row
     assert fr.strict_verdict(rows(10.0, [0.5, 0.0, 0.1], [0.9, 0.3, 0.4]))["verdict"] == "yes"
     assert fr.strict_verdict(rows(10.0, [0.0, 0.0, 0.1], [0.6, 0.3, 0.4]))["verdict"] == "unsettled"
+    # a variant worse than local-only (paired interval below zero) closes no part of the gap, whatever its ratio's
+    # interval (wide when a seed's local -> centralized gap is small)
+    assert fr.strict_verdict(rows(10.0, [0.0, -9.0, 0.1], [0.4, 2.0, 0.4], diff_hi=(1, -3, 1)))["verdict"] == "no"
+    assert fr.strict_verdict(rows(10.0, [0.0, -9.0, 0.1], [0.4, 2.0, 0.4], diff_hi=(1, 3, 1)))["verdict"] == "unsettled"
     assert fr.strict_verdict(rows(10.0, [0.0] * 3, [0.1] * 3, seeds=1))["verdict"] == "one seed"
     assert fr.strict_verdict(loose) is None
     assert fr.label("pfdm tuned", "tuned") == "PFDM, tuned (validation)" and fr.label("x", "y") == "x, y"
@@ -159,6 +163,10 @@ def test_ambient_rows_join_the_frontier_outside_the_tuned_search(tmp_path, monke
     assert (amb.t0 == fr.t0_of(cfg, 10)).all() and (amb.near_copies_minor >= 0).all() and (amb.eps == 10).all()
     assert (out / "seed0" / f"shared_ambient_t0{fr.t0_of(cfg, 10)}.pt").exists()
     assert (amb.warm_start_validation_loss > 0).all() and (amb.random_init_validation_loss > 0).all()
+    assert (amb.paper_shared_loss_above_t0 > 0).all() and (amb.ambient_shared_loss_above_t0 > 0).all()
+    assert (out / "seed0" / f"shared_t0{fr.t0_of(cfg, 10)}.pt").exists()  # the chain's steps above t0
+    assert sorted(p.name for p in out.glob("*ambient*")) == ["ambient_seed0_eps10.csv", "ambient_seed0_eps10_samples.pt",
+                                                             "membership_seed0_eps10_ambient.csv"]
     rows = fr.collect(out)
     tuned = rows[rows.method == "pfdm tuned"]  # still the point's own recipes
     assert tuned.validation_loss.item() == point[point.method == "pfdm"].validation_loss.min()

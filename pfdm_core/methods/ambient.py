@@ -19,9 +19,11 @@ marginal; t_a where ā_ta/ā_t0 = 1/2: just above t0 the anchor's errors are amp
 loss diverged on the Gaussian test); x_s^1, x_s^2 come from `jumps` posterior jumps of the
 network's own reverse process (DDIM with eta = 1: x_τ' ~ q(x_τ' | x_τ, x̂_0 = h(x_τ, τ)), no
 gradient). The anchor is trained by the exact loss above t0, so the part below t0 is pinned to what
-the uploads determine. Approximation: a jump
-plugs in the posterior mean, which is exact for the martingale when h(., s) is affine (Gaussian
-data; tests/test_ambient.py checks it with the Bayes-optimal denoiser) and approximate otherwise.
+the uploads determine, and to nothing more: where they barely carry the data's law (the digits' eps =
+10 per image, ā_t0 ≈ 0.01) the term constrains little and the network's predictions below t0 drift
+(tests/test_ambient.py shows both regimes on a Gaussian; docs/results.md, on digits). Approximation:
+a jump plugs in the posterior mean, which is exact for the martingale when h(., s) is affine
+(Gaussian data; tests/test_ambient.py checks it with the Bayes-optimal denoiser), approximate otherwise.
 
 The result is post-processing of the uploads (same (eps, delta) as the paper's shared model). Below
 t0 the raw network is a full-chain ε-predictor, so it can warm-start a personal denoiser on steps

@@ -62,11 +62,16 @@ class Recipe:
     augment: bool = False  # +-1 pixel shifts of the client's images (9x the data)
     warm_start: bool = False  # PFDM only: the personal denoiser starts from the shared model's weights
     freeze: tuple[str, ...] = ()  # with warm_start: the shared blocks kept frozen (top-level UNet modules)
-    shared: str = "paper"  # PFDM only: the shared model, "paper" or "ambient" (also learns below t0, `methods.ambient`)
+    # PFDM with warm_start only: the shared model the personal denoiser starts from, "paper" or "ambient" (also learned
+    # steps 1..t0 from the uploads, `methods.ambient`). The chain's steps T..t0+1 are always the paper's shared model:
+    # trained on them alone, it fits them better than the ambient one (docs/results.md).
+    shared: str = "paper"
 
     def __post_init__(self) -> None:
         if self.shared not in SHARED_MODELS:
             raise ValueError(f"shared must be one of {SHARED_MODELS}, got {self.shared!r}")
+        if self.shared != "paper" and not self.warm_start:
+            raise ValueError(f"shared={self.shared!r} names the model a personal denoiser starts from: needs warm_start")
 
 
 SHARED_MODELS = ("paper", "ambient")
@@ -292,11 +297,11 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
                             "validation_loss": vloss}, m))
         for t0 in t0s:
             shareds = {kind: train_shared(cfg, ss, t0, seed, folder, progress, kind)
-                       for kind in dict.fromkeys(RECIPES[r].shared for r in recipes)}
+                       for kind in dict.fromkeys(["paper", *(RECIPES[r].shared for r in recipes)])}
+            shared = shareds["paper"]  # the chain's steps T..t0+1, whatever the personal denoiser started from
             for rname in recipes:
                 r = RECIPES[rname]
-                shared = shareds[r.shared]
-                p, used, vloss = train_personal(cfg, ss, t0, rname, seed, folder, shared, progress)
+                p, used, vloss = train_personal(cfg, ss, t0, rname, seed, folder, shareds[r.shared], progress)
                 models.append(({"method": "pfdm", "recipe": rname, "t0": t0, "steps_used": used, "validation_loss": vloss,
                                 "steps_trained": steps_trained(_checkpoint(cfg, folder, "pfdm", rname, t0)),
                                 "eps_analytic": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta, "analytic"),
