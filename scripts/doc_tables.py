@@ -149,10 +149,12 @@ def _wins(t: pd.DataFrame) -> str:
     tuned = t[t.method == "pfdm tuned"].dropna(subset=["local_minus_lo"]).sort_values("eps")
     if len(tuned) < 2:
         return ""
-    same = tuned.seeds.nunique() == 1  # the seed count once when every point has it
-    points = ", ".join(f"{r.eps:g} ({_ci(r.local_minus_mean, r.local_minus_lo, r.local_minus_hi)}"
-                       + (")" if same else f", {int(r.seeds)} seeds)") for r in tuned.itertuples())
-    points += f"; {int(tuned.seeds.iloc[0])} seeds each" if same else ""
+    # the seed count once: the most common, then the eps that have another
+    n = tuned.seeds.astype(int).mode().max()
+    points = ", ".join(f"{r.eps:g} ({_ci(r.local_minus_mean, r.local_minus_lo, r.local_minus_hi)})"
+                       for r in tuned.itertuples())
+    points += f"; {n} seeds each" + "".join(f", {int(r.seeds)} at eps {r.eps:g}" for r in tuned.itertuples()
+                                            if int(r.seeds) != n)
     first = fr.first_win(t)
     where = (f"the tuned PFDM beats tuned local-only, with the interval above zero, from eps = {first:g} on" if first is not None
              else "at no measured eps does the tuned PFDM beat tuned local-only with an interval above zero")

@@ -179,35 +179,51 @@ def test_frontier_at_eps_10_no_variant_closes_half_of_the_tuned_gap():
         assert fr.strict_verdict(t)["verdict"] == "no" and fr.first_win(t) == 200, eps
     local = {b: fr.collect(RUNS / "frontier_digits", baselines_eps=b).query("method == 'local'").set_index("seed")
              .gfid_minor for b in (1, 10)}
-    assert (local[1] - local[10]).dropna().abs().between(0.1, 0.6).all(), local  # "by 0.1-0.6 per seed"
+    # "by 0.1-0.6 per seed": seeds 0-2, whose baselines were retrained on another machine (seed 3 has one realization)
+    assert (local[1] - local[10]).loc[[0, 1, 2]].abs().between(0.1, 0.6).all(), local
     mia = fr.collect_membership(RUNS / "frontier_digits")  # local-only's attack: from the same point, once
     assert (mia[mia.method == "local"].eps == 10).all() and not mia.duplicated(["seed", "method", "recipe", "eps"]).any()
 
 
-def test_frontier_ambient_shared_model_diverges_below_t0_at_eps_10():
-    """docs/results.md (the ambient shared model, runs/cpu/frontier_digits/ambient_seed*_eps10.csv, seeds 0-2): at
-    eps = 10 per image, in every seed, the ambient model's denoising loss on client 0's hold-out below t0 is more than
-    a thousand times a fresh network's; warm-started from it, the personal denoiser's validation loss stays above our
-    recipe's from scratch, and its minority group FID is behind tuned local-only's (gap closed below zero); the ambient
-    model alone makes no recognisable minority digit and its loss attack is at chance."""
+def test_frontier_ambient_shared_model_diverges_at_eps_10_and_misleads_validation_at_200():
+    """docs/results.md, "What the ambient shared model did" (runs/cpu/frontier_digits/ambient_seed*_eps*.csv)."""
+    from pfdm_core.evaluation.compare import mean_interval
     from pfdm_core.studies import frontier as fr
     from pfdm_core.studies import personalization as pz
 
     rows = fr.collect(RUNS / "frontier_digits")
-    at10 = rows[rows.eps == 10]
-    amb = at10[at10.recipe == pz.AMBIENT_RECIPE].set_index("seed")
-    ours = at10[(at10.method == "pfdm") & (at10.recipe == pz.OUR_RECIPE)].set_index("seed")
-    alone = at10[at10.method == "shared only"].set_index("seed")
-    loc = rows[rows.method == "local"].set_index("seed").gfid_minor
-    assert len(amb) >= 3 and set(amb.index) == set(alone.index)
-    assert (amb.warm_start_validation_loss > 1000 * amb.random_init_validation_loss).all()
-    assert (amb.validation_loss > ours.validation_loss[amb.index]).all()
-    assert (amb.gfid_minor > loc[amb.index]).all()
     t = fr.table(rows)
-    assert t[(t.eps == 10) & (t.recipe == pz.AMBIENT_RECIPE)].gap_closed_hi.item() < 0
-    assert (alone.accuracy_minor < 0.05).all()
-    mia = fr.collect_membership(RUNS / "frontier_digits")
-    assert mia[(mia.method == "shared only") & (mia.eps == 10)].mia_auc.between(0.45, 0.55).all()
+    loc = rows[rows.method == "local"].set_index("seed").gfid_minor
+    amb, alone = rows[rows.recipe == pz.AMBIENT_RECIPE], rows[rows.method == "shared only"]
+    assert sorted(amb[amb.eps == 10].seed) == [0, 1, 2, 3] and sorted(amb[amb.eps == 200].seed) == [0, 1, 2]
+    # above t0 the ambient model fits the held-out uploads worse than the paper's shared model, every seed and eps
+    assert (amb.ambient_shared_loss_above_t0 > amb.paper_shared_loss_above_t0).all()
+    assert amb[amb.eps == 10].paper_shared_loss_above_t0.between(0.15, 0.25).all()
+    # eps = 10: diverged (millions below and above t0; a fresh network ~1), the warm start far behind local-only
+    a10 = amb[amb.eps == 10].set_index("seed")
+    assert (a10.warm_start_validation_loss > 1e5).all() and (a10.ambient_shared_loss_above_t0 > 1e5).all()
+    assert a10.random_init_validation_loss.between(0.5, 2).all()
+    assert (a10.gfid_minor > loc[a10.index]).all()
+    assert t[(t.eps == 10) & (t.recipe == pz.AMBIENT_RECIPE)].local_minus_hi.item() < 0
+    assert (alone[alone.eps == 10].accuracy_minor < 0.05).all()
+    # eps = 200: trains (loss below t0 about half a fresh network's); lowest validation loss of all recipes in every
+    # seed, samples not shown better than local-only and behind the warm start from the paper's model on average
+    a200 = amb[amb.eps == 200].set_index("seed")
+    assert (a200.warm_start_validation_loss < 0.6 * a200.random_init_validation_loss).all()
+    pf200 = rows[(rows.eps == 200) & (rows.method == "pfdm")]
+    assert (pf200.loc[pf200.groupby("seed").validation_loss.idxmin()].recipe == pz.AMBIENT_RECIPE).all()
+    r200 = t[(t.eps == 200) & (t.method == "pfdm")].set_index("recipe")
+    assert r200.loc[pz.AMBIENT_RECIPE].local_minus_lo < 0 < r200.loc[pz.AMBIENT_RECIPE].local_minus_hi
+    assert r200.loc[pz.AMBIENT_RECIPE].gfid_minor_mean > r200.loc[pz.WARM_RECIPE].gfid_minor_mean
+    # had the tuned search included it, the win at eps = 200 would vanish (the tuned row today: above zero)
+    diff = (loc[a200.index] - a200.gfid_minor).to_numpy()
+    assert mean_interval(diff)[1] < 0 < t[(t.eps == 200) & (t.method == "pfdm tuned")].local_minus_lo.item()
+    assert (alone[alone.eps == 200].accuracy_minor < 0.2).all()
+    # membership: the ambient model alone at chance; its chain leaks less than the other PFDM chains at eps = 200
+    mt = fr.membership_table(fr.collect_membership(RUNS / "frontier_digits"))
+    assert mt[mt.method == "shared only"].mia_auc_mean.between(0.45, 0.55).all()
+    m200 = mt[(mt.eps == 200) & (mt.method == "pfdm")].set_index("recipe").mia_auc_mean
+    assert (m200.drop(pz.AMBIENT_RECIPE) > m200[pz.AMBIENT_RECIPE]).all()
 
 
 def test_frontier_rivals_dp_sgd_at_its_budget_is_noise_bound_and_behind_local_only():

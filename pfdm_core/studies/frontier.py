@@ -370,8 +370,10 @@ def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=
     for i, (method, recipe) in enumerate(curves):
         d = df[(df.method == method) & (df.recipe == recipe)].groupby("eps")[key].agg(["mean", "std"]).reset_index()
         if len(d):  # curves dodged sideways (by a few percent of eps) so that their error bars do not overlap
-            ax.errorbar(d.eps * 1.05 ** (i - 1.5), d["mean"], yerr=d["std"].fillna(0), fmt="o-", capsize=3,
-                        color=f"C{i}", label=label(method, recipe) + (" (central eps)" if method == "dpsgd" else ""))
+            sparse = recipe == pz.AMBIENT_RECIPE  # measured at two eps only: markers, no line between them
+            ax.errorbar(d.eps * 1.05 ** (i - 1.5), d["mean"], yerr=d["std"].fillna(0), fmt="s" if sparse else "o-",
+                        capsize=3, color="C8" if sparse else f"C{i}",
+                        label=label(method, recipe) + (" (central eps)" if method == "dpsgd" else ""))
     for method, ls in (("local", "--"), ("central", ":"), ("fedavg", "-.")):
         v = df[df.method == method][key]
         if len(v):
