@@ -118,7 +118,8 @@ def test_clip_api(c, bad):
         assert "\n" not in str(err)
         return
     assert bad is None and torch.isfinite(out).all()
-    assert (out.flatten(1).norm(dim=1) <= float(c) * (1 + 1e-5)).all()
+    # measured in float64: in float32 the squares of tiny entries (c ~ 1e-21) underflow and the norm reads high
+    assert (out.double().flatten(1).norm(dim=1) <= float(c) * (1 + 1e-5)).all()
 
 
 # ----------------------------------------------------------------------------- checkpoints
