@@ -37,7 +37,8 @@ rerun: $(STAMP)
 	$(PY) scripts/rerun.py --preset $(PRESET)
 
 frontier: $(STAMP)
-	$(PY) scripts/frontier.py --preset $(PRESET) --membership --rivals --publish
+	$(PY) scripts/frontier.py --preset $(PRESET) --membership --rivals
+	$(PY) scripts/frontier.py --preset $(PRESET) --ambient --eps 10 200 --publish
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
