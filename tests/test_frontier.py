@@ -176,3 +176,25 @@ def test_ambient_rows_join_the_frontier_outside_the_tuned_search(tmp_path, monke
     mia = fr.collect_membership(out)
     assert {("pfdm", pz.AMBIENT_RECIPE), ("shared only", "uploads only")} <= set(zip(mia.method, mia.recipe))
     assert (mia.method != "local").all()  # the ambient attack file adds no local-only rows
+
+
+def test_a_point_stopped_before_its_table_leaves_no_file_collect_reads(tmp_path, monkeypatch):
+    """The table is written once, complete, with its samples beside it: a stop between training and the near-copies
+    count leaves nothing `collect` would read half-made; the rerun finds the models and finishes."""
+    monkeypatch.setenv("PFDM_RUNS", str(tmp_path / "runs"))
+    cfg, out = tiny(), tmp_path / "f"
+    near_copies = fr._near_copies
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fr, "_near_copies", stop)
+    with pytest.raises(KeyboardInterrupt):
+        fr.run_point(cfg, 0, 10, out, progress=False)
+    assert not list(out.glob("*.csv")) and not list(out.glob("*.pt")) and list((out / "seed0").glob("*.pt"))
+    with pytest.raises(FileNotFoundError, match="no frontier points"):
+        fr.collect(out)
+    monkeypatch.setattr(fr, "_near_copies", near_copies)
+    df = fr.run_point(cfg, 0, 10, out, progress=False)
+    assert "near_copies_minor" in pd.read_csv(out / "point_seed0_eps10.csv") and (df.eps == 10).all()
+    assert (out / "point_seed0_eps10_samples.pt").exists()

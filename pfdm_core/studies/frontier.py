@@ -32,7 +32,7 @@ from pfdm_core import experiment
 from pfdm_core.attacks.common import EpsFn
 from pfdm_core.attacks.membership import membership_inference
 from pfdm_core.attacks.memorization import memorization
-from pfdm_core.core.checkpoint import write_text
+from pfdm_core.core.checkpoint import atomic_save, write_text
 from pfdm_core.core.diffusion import generate
 from pfdm_core.core.schedule import Schedule
 from pfdm_core.data.partition import client_classes
@@ -68,9 +68,9 @@ def t0_of(cfg: experiment.ExperimentConfig, eps: float) -> int:
     return experiment.t0_for(eps, cfg, ACCOUNTANT)
 
 
-def _near_copies(out: Path, name: str, df: pd.DataFrame, cfg: experiment.ExperimentConfig, seed: int) -> pd.DataFrame:
-    """Near-copies (of client cfg.eval.client's training part) among each row's minority samples."""
-    samples = torch.load(Path(out) / f"{name}_samples.pt", weights_only=False)
+def _near_copies(samples: dict, df: pd.DataFrame, cfg: experiment.ExperimentConfig, seed: int) -> pd.DataFrame:
+    """Near-copies (of client cfg.eval.client's training part) among each row's minority samples (`samples` keyed
+    as `pz.study_rows` keys them)."""
     me = pz.make_study_split(cfg, seed).clients[cfg.eval.client]
     minor = _minority_mask(cfg)
     counts = []
@@ -79,6 +79,13 @@ def _near_copies(out: Path, name: str, df: pd.DataFrame, cfg: experiment.Experim
         fake = samples[(r.seed, r.method, r.recipe, t0)]
         counts.append(memorization(fake[minor], me.x).count)
     return df.assign(near_copies_minor=counts, n_minor_samples=int(minor.sum()))
+
+
+def _write(out: Path, name: str, df: pd.DataFrame, samples: dict) -> None:
+    """out/<name>_samples.pt, then out/<name>.csv, each atomically: `collect` globs the tables, so a table on disk
+    is always complete and has its samples beside it (a run stopped earlier leaves neither)."""
+    atomic_save(samples, Path(out) / f"{name}_samples.pt")
+    write_text(Path(out) / f"{name}.csv", df.to_csv(index=False))
 
 
 def _labels(cfg: experiment.ExperimentConfig) -> torch.Tensor:
@@ -96,10 +103,10 @@ def run_point(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Path
     """local / central (tuned), PFDM (each recipe) at the t0 of `eps`; written to out/point_seed<s>_eps<e>.csv."""
     t0 = t0_of(cfg, eps)
     name = f"point_seed{seed}_eps{eps:g}"
-    df = pz.run_study(cfg, [seed], [t0], PFDM_RECIPES, out, local_recipes=TUNE_RECIPES,
-                      central_recipes=TUNE_RECIPES, progress=progress, name=name)
-    df = _near_copies(out, name, df, cfg, seed).assign(eps=eps)
-    write_text(Path(out) / f"{name}.csv", df.to_csv(index=False))
+    df, samples = pz.study_rows(cfg, [seed], [t0], PFDM_RECIPES, out, local_recipes=TUNE_RECIPES,
+                                central_recipes=TUNE_RECIPES, progress=progress)
+    df = _near_copies(samples, df, cfg, seed).assign(eps=eps)
+    _write(out, name, df, samples)
     return df
 
 
@@ -148,20 +155,26 @@ def matched_members(members: Dataset, nonmembers: Dataset, seed: int) -> tuple[D
 
 
 def membership(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Path,
-               recipes: Sequence[str] = PFDM_RECIPES, local: bool = True, name: str | None = None) -> pd.DataFrame:
+               recipes: Sequence[str] = PFDM_RECIPES, local: bool = True, name: str | None = None,
+               ambient_alone: bool = False) -> pd.DataFrame:
     """The privacy of what client cfg.eval.client publishes: the loss attack (AUC, TPR at 1% FPR) on its
     local-only models (with `local`) and on PFDM's chain (shared + personal, as `pfdm_sample` runs it) of each of
     `recipes`, members = its training part, non-members = held-out test images, matched per class. Loads the
-    point's cached models (run `run_point` first); written to out/<name>.csv (default membership_seed<s>_eps<e>)."""
+    point's cached models (run `run_point` first); with `ambient_alone` also the ambient shared model alone from T to 0
+    (method "shared only", cached by `run_ambient`). Written to out/<name>.csv (default membership_seed<s>_eps<e>)."""
     ss = pz.make_study_split(cfg, seed)
     members, nonmembers = matched_members(ss.clients[cfg.eval.client], ss.test, seed)
     sched, t0, folder = Schedule(cfg.T), t0_of(cfg, eps), Path(out) / f"seed{seed}"
     shareds = {kind: pz.train_shared(cfg, ss, t0, seed, folder, progress=False, kind=kind)
-               for kind in dict.fromkeys(["paper", *(pz.RECIPES[r].shared for r in recipes)])}
+               for kind in dict.fromkeys(["paper", *(pz.RECIPES[r].shared for r in recipes),
+                                          *(["ambient"] if ambient_alone else [])])}
     rows = []
-    for method, names in (("local", TUNE_RECIPES if local else ()), ("pfdm", recipes)):
+    for method, names in (("local", TUNE_RECIPES if local else ()), ("pfdm", recipes),
+                          ("shared only", ["uploads only"] if ambient_alone else ())):
         for rname in names:
-            if method == "local":
+            if method == "shared only":
+                fn = EpsFn.of(AmbientEps(shareds["ambient"], sched, t0), sched)
+            elif method == "local":
                 model, _, _ = pz.train_local(cfg, ss, rname, seed, folder, progress=False)
                 fn = EpsFn.of(model, sched)
             else:  # the chain as run_study samples it: the paper's shared model above t0
@@ -169,7 +182,7 @@ def membership(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Pat
                 model, _, _ = pz.train_personal(cfg, ss, t0, rname, seed, folder, init, progress=False)
                 fn = EpsFn.pfdm(shareds["paper"], model, sched, t0)
             res = membership_inference("loss", fn, members.x, nonmembers.x, members.y, nonmembers.y, seed=seed)
-            rows.append({"seed": seed, "eps": eps, "t0": t0 if method == "pfdm" else None, "method": method,
+            rows.append({"seed": seed, "eps": eps, "t0": None if method == "local" else t0, "method": method,
                          "recipe": rname, "mia_auc": res.auc, "mia_tpr_1pct": res.tpr_1pct, "n_members": len(members)})
     df = pd.DataFrame(rows)
     write_text(Path(out) / f"{name or f'membership_seed{seed}_eps{eps:g}'}.csv", df.to_csv(index=False))
@@ -186,12 +199,11 @@ def run_ambient(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Pa
     membership_seed<s>_eps<e>_ambient.csv); `collect` adds the rows outside `pfdm tuned`'s search, which stays the
     points' own."""
     t0, name = t0_of(cfg, eps), f"ambient_seed{seed}_eps{eps:g}"
-    study = f"_ambient_study_seed{seed}_eps{eps:g}"  # run_study's own files: not matched by `collect` while unfinished
-    df = pz.run_study(cfg, [seed], [t0], [pz.AMBIENT_RECIPE], out, local_recipes=[], central_recipes=[],
-                      progress=progress, name=study)
+    df, samples = pz.study_rows(cfg, [seed], [t0], [pz.AMBIENT_RECIPE], out, local_recipes=[], central_recipes=[],
+                                progress=progress)
     ss, sched, folder = pz.make_study_split(cfg, seed), Schedule(cfg.T), Path(out) / f"seed{seed}"
     split = experiment.Split(ss.clients, ss.test, ss.pool)
-    net = pz.train_shared(cfg, ss, t0, seed, folder, progress=False, kind="ambient")  # cached by run_study
+    net = pz.train_shared(cfg, ss, t0, seed, folder, progress=False, kind="ambient")  # cached by study_rows
     y = _labels(cfg)
     alone = AmbientEps(net, sched, t0)
     fake = generate(alone, sched, y, (len(y), cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size), "ddim",
@@ -215,23 +227,12 @@ def run_ambient(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Pa
     above = ValidationLoss(sched, up.x_tilde, up.y, t0 + 1, cfg.T, origin=t0, draws=32, seed=seed)
     df["paper_shared_loss_above_t0"] = above(pz.train_shared(cfg, ss, t0, seed, folder, progress=False))
     df["ambient_shared_loss_above_t0"] = above(net)
-    samples = torch.load(Path(out) / f"{study}_samples.pt", weights_only=False)
     samples[(seed, "shared only", "uploads only", t0)] = fake
-    torch.save(samples, Path(out) / f"{name}_samples.pt")
-    for f in (f"{study}.csv", f"{study}_samples.pt"):
-        (Path(out) / f).unlink()
-    df = _near_copies(out, name, df, cfg, seed).assign(eps=eps)
-    write_text(Path(out) / f"{name}.csv", df.to_csv(index=False))
+    df = _near_copies(samples, df, cfg, seed).assign(eps=eps)
+    _write(out, name, df, samples)
     if with_membership:
-        mia = membership(cfg, seed, eps, out, recipes=[pz.AMBIENT_RECIPE], local=False,
-                         name=f"membership_seed{seed}_eps{eps:g}_ambient")
-        members, nonmembers = matched_members(ss.clients[cfg.eval.client], ss.test, seed)
-        res = membership_inference("loss", EpsFn.of(alone, sched), members.x, nonmembers.x, members.y, nonmembers.y,
-                                   seed=seed)
-        mia = pd.concat([mia, pd.DataFrame([{"seed": seed, "eps": eps, "t0": t0, "method": "shared only",
-                                             "recipe": "uploads only", "mia_auc": res.auc,
-                                             "mia_tpr_1pct": res.tpr_1pct, "n_members": len(members)}])])
-        write_text(Path(out) / f"membership_seed{seed}_eps{eps:g}_ambient.csv", mia.to_csv(index=False))
+        membership(cfg, seed, eps, out, recipes=[pz.AMBIENT_RECIPE], local=False,
+                   name=f"membership_seed{seed}_eps{eps:g}_ambient", ambient_alone=True)
     return df
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pfdm_core.core.checkpoint import check_config_folder, load_checkpoint
+from pfdm_core.core.checkpoint import atomic_save, check_config_folder, load_checkpoint, write_text
 from pfdm_core.core.diffusion import generate
 from pfdm_core.core.schedule import Schedule
 from pfdm_core.core.train import TrainConfig
@@ -263,11 +263,22 @@ def evaluate(cfg: ExperimentConfig, ss: StudySplit, clf: metrics.Classifier, fak
 def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], recipes: Sequence[str],
               out: Path, local_recipes: Sequence[str] | None = None, central_recipes: Sequence[str] | None = None,
               progress: bool = True, val_fraction: float = 0.2, name: str = "study") -> pd.DataFrame:
+    """`study_rows`, written: the samples to out/<name>_samples.pt, then the rows to out/<name>.csv (each file
+    atomically, the table last, so that a table on disk always has its samples beside it)."""
+    df, samples = study_rows(cfg, seeds, t0s, recipes, out, local_recipes, central_recipes, progress, val_fraction)
+    atomic_save(samples, Path(out) / f"{name}_samples.pt")
+    write_text(Path(out) / f"{name}.csv", df.to_csv(index=False))
+    return df
+
+
+def study_rows(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], recipes: Sequence[str],
+               out: Path, local_recipes: Sequence[str] | None = None, central_recipes: Sequence[str] | None = None,
+               progress: bool = True, val_fraction: float = 0.2) -> tuple[pd.DataFrame, dict]:
     """Every (seed, t0, personal recipe) of PFDM, local-only per local recipe, centralized per central recipe;
-    one row each, with the model's validation loss. By default every method gets the same recipe search
-    (`recipes`), so that `tuned` can pick each method's recipe by the same rule. Models are checkpointed under
-    out/seed<s>/ and reused by reruns; the rows go to out/<name>.csv and the samples to out/<name>_samples.pt,
-    keyed (seed, method, recipe, t0). A warm-start recipe is PFDM's only: the baselines search the others."""
+    one row each, with the model's validation loss, and the samples of each row keyed (seed, method, recipe, t0).
+    By default every method gets the same recipe search (`recipes`), so that `tuned` can pick each method's recipe
+    by the same rule. Models are checkpointed under out/seed<s>/ and reused by reruns; no table is written (callers
+    that add columns write once, complete). A warm-start recipe is PFDM's only: the baselines search the others."""
     unknown = [r for r in (*recipes, *(local_recipes or ()), *(central_recipes or ())) if r not in RECIPES]
     if unknown:
         raise ValueError(f"unknown recipe(s) {unknown}; allowed: {list(RECIPES)}")
@@ -317,10 +328,7 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
                 fake = generate(m, sched, y, shape, "ddim", cfg.eval.ddim_steps, seed=seed)
             rows.append({"seed": seed, **info, **evaluate(cfg, ss, clf, fake, y, ref, pca)})
             samples[(seed, info["method"], info["recipe"], info["t0"])] = fake
-    df = pd.DataFrame(rows)
-    df.to_csv(Path(out) / f"{name}.csv", index=False)
-    torch.save(samples, Path(out) / f"{name}_samples.pt")
-    return df
+    return pd.DataFrame(rows), samples
 
 
 def curves(out: Path, seed: int) -> dict[str, list[tuple[int, float]]]:
@@ -385,5 +393,5 @@ def gap_closed(df: pd.DataFrame, key: str = "fid_minor", local: str = "tuned") -
                          "gap_closed_std": g.gap_closed.std(ddof=1), "seeds": g.size()}).reset_index()
 
 
-__all__ = ["AMBIENT_BUDGET", "AMBIENT_RECIPE", "FROZEN_RECIPE", "SHARED_MODELS", "OUR_RECIPE", "RECIPES", "WARM_RECIPE", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "personal_curves", "run_study",
+__all__ = ["AMBIENT_BUDGET", "AMBIENT_RECIPE", "FROZEN_RECIPE", "SHARED_MODELS", "OUR_RECIPE", "RECIPES", "WARM_RECIPE", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "personal_curves", "run_study", "study_rows",
            "shift_augment", "steps_trained", "train_central", "train_client_model", "train_local", "train_personal", "train_shared", "tuned", "validation_table"]
