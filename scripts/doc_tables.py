@@ -139,7 +139,25 @@ def frontier_verdict() -> str:
             f"between tuned local-only and tuned centralized training on client 0's minority classes (group FID, 95% "
             f"t-interval over seeds); the best single variant, picked after seeing these numbers "
             f"({fr.label(best.method, best.recipe)}), "
-            f"{_ci(best.gap_closed_mean, best.gap_closed_lo, best.gap_closed_hi, '.2f')}: {verdict[v['verdict']]}.{_wins(t)}\n")
+            f"{_ci(best.gap_closed_mean, best.gap_closed_lo, best.gap_closed_hi, '.2f')}: {verdict[v['verdict']]}.{_wins(t)}"
+            f"{_offered(rows, t)}\n")
+
+
+def _offered(rows: pd.DataFrame, t: pd.DataFrame) -> str:
+    """At the first win: what the tuned PFDM's search gives had it been offered the ambient warm start too."""
+    from pfdm_core.studies import frontier as fr
+    from pfdm_core.studies import personalization as pz
+
+    first = fr.first_win(t)
+    rt = fr.retuned(rows, first) if first is not None else None
+    if rt is None or rt.empty:
+        return ""
+    r = fr.table(pd.concat([rows, rt], ignore_index=True)).query("method == 'pfdm retuned'").iloc[0]
+    picked = int((rt.chosen_recipe == pz.AMBIENT_RECIPE).sum())
+    holds = "the win holds" if r.local_minus_lo > 0 else "the interval contains zero: the win is lost"
+    return (f" Offered the warm start from the ambient shared model too, validation picks it at eps = {first:g} in "
+            f"{picked} of {len(rt)} seeds, and the tuned PFDM's difference there is "
+            f"{_ci(r.local_minus_mean, r.local_minus_lo, r.local_minus_hi)}: {holds}.")
 
 
 def _wins(t: pd.DataFrame) -> str:

@@ -161,17 +161,22 @@ def test_frontier_at_eps_10_no_variant_closes_half_of_the_tuned_gap():
     """docs/results.md, README and notebook 10 section 4 (runs/cpu/frontier_digits, make frontier): at eps = 10 per
     image, against tuned local-only and centralized, every PFDM variant's gap-closed interval lies below one half (or
     its paired difference from local-only lies below zero), the validation-tuned PFDM's contains zero, the paper's
-    recipe is behind on average with an interval reaching just above zero, over at least four seeds."""
+    recipe closes less than none of it (its gap interval lies below zero, while its paired FID difference's contains
+    zero), and our recipe, the warm start and the frozen encoder each close a few percent at most, over five seeds."""
+    from pfdm_core import experiment
     from pfdm_core.studies import frontier as fr
+    from pfdm_core.studies import personalization as pz
 
     rows = fr.collect(RUNS / "frontier_digits")
     v = fr.strict_verdict(fr.table(rows))
     strict = v["rows"]
-    assert v["eps"] == 10 and (strict.seeds >= 4).all(), (v["eps"], strict.seeds.tolist())
+    assert v["eps"] == 10 and (strict[strict.recipe != pz.AMBIENT_RECIPE].seeds == 5).all(), strict.seeds.tolist()
     assert v["verdict"] == "no", strict[["recipe", "gap_closed_lo", "gap_closed_hi"]]
     assert v["tuned"].gap_closed_lo < 0 < v["tuned"].gap_closed_hi
     paper = strict[strict.recipe == "paper"].iloc[0]
-    assert paper.gap_closed_mean < 0 < paper.gap_closed_hi < 0.25
+    assert paper.gap_closed_hi < 0 and paper.local_minus_lo < 0 < paper.local_minus_hi
+    ours = strict[~strict.recipe.isin(["paper", pz.AMBIENT_RECIPE])]
+    assert len(ours) == 3 and ours.gap_closed_mean.abs().max() < 0.1 and ours.gap_closed_hi.max() < 0.25
     # docs/results.md: the baselines retrained on another machine change neither answer: with the baselines of any
     # point, the strict end says "no" and the tuned PFDM first beats local-only at eps = 200
     for eps in sorted(rows.eps.dropna().unique()):
@@ -179,8 +184,15 @@ def test_frontier_at_eps_10_no_variant_closes_half_of_the_tuned_gap():
         assert fr.strict_verdict(t)["verdict"] == "no" and fr.first_win(t) == 200, eps
     local = {b: fr.collect(RUNS / "frontier_digits", baselines_eps=b).query("method == 'local'").set_index("seed")
              .gfid_minor for b in (1, 10)}
-    # "by 0.1-0.6 per seed": seeds 0-2, whose baselines were retrained on another machine (seed 3 has one realization)
+    # "by 0.1-0.6 per seed": seeds 0-2, whose baselines were retrained on another machine; seeds 3 and 4 have one
+    # realization, evaluated again in each point to the same numbers
     assert (local[1] - local[10]).loc[[0, 1, 2]].abs().between(0.1, 0.6).all(), local
+    assert (local[1] - local[10]).loc[[3, 4]].abs().max() < 1e-9, local
+    # docs/results.md (notebook 10's rule): our recipe's best step at eps = 10 within 3x the paper's budget in four of
+    # five seeds, seed 3's at 3.4x
+    steps = rows[(rows.eps == 10) & (rows.recipe == pz.OUR_RECIPE)].set_index("seed").steps_used
+    budget = experiment.preset_config("cpu", "digits").train.steps
+    assert (steps <= 3 * budget).sum() == 4 and round(steps[3] / budget, 1) == 3.4, steps
     mia = fr.collect_membership(RUNS / "frontier_digits")  # local-only's attack: from the same point, once
     assert (mia[mia.method == "local"].eps == 10).all() and not mia.duplicated(["seed", "method", "recipe", "eps"]).any()
 

@@ -173,6 +173,15 @@ def test_ambient_rows_join_the_frontier_outside_the_tuned_search(tmp_path, monke
     assert len(rows[rows.recipe == pz.AMBIENT_RECIPE]) == 1 and len(rows[rows.method == "shared only"]) == 1
     t = fr.table(rows)
     assert pz.AMBIENT_RECIPE in set(t[t.method == "pfdm"].recipe)  # a variant of the strict verdict
+    # the tuned search had it been offered the ambient warm start: every PFDM row of the seed, its own method
+    rt = fr.retuned(rows, 10)
+    every = rows[(rows.method == "pfdm") & (rows.eps == 10)]
+    assert len(rt) == 1 and rt.validation_loss.item() == every.validation_loss.min()
+    assert rt.chosen_recipe.item() == every.loc[every.validation_loss.idxmin()].recipe
+    assert fr.retuned(rows[rows.recipe != pz.AMBIENT_RECIPE], 10).empty  # a seed without the offer is left out
+    t2 = fr.table(pd.concat([rows, rt], ignore_index=True))
+    assert len(t2[t2.method == "pfdm retuned"]) == 1 and fr.first_win(t2) == fr.first_win(t)
+    assert fr.label("pfdm retuned", "tuned, ambient offered").startswith("PFDM, tuned (validation), the ambient")
     mia = fr.collect_membership(out)
     assert {("pfdm", pz.AMBIENT_RECIPE), ("shared only", "uploads only")} <= set(zip(mia.method, mia.recipe))
     assert (mia.method != "local").all()  # the ambient attack file adds no local-only rows

@@ -57,10 +57,12 @@ HALF = 0.5
 RECIPE_NAMES = {"paper": "the paper's recipe", pz.OUR_RECIPE: "our recipe",
                 pz.WARM_RECIPE: "our recipe, warm-started from the shared model",
                 pz.FROZEN_RECIPE: "shared encoder frozen, decoder by our recipe", "tuned": "tuned (validation)",
+                "tuned, ambient offered": "tuned (validation), the ambient warm start offered too",
                 pz.AMBIENT_RECIPE: "our recipe, warm-started from the ambient shared model",
                 "uploads only": "trained on the uploads only",
                 "selected": "selected length", "budget": "its budget"}
 METHOD_NAMES = {"local": "local-only", "central": "centralized", "pfdm": "PFDM", "pfdm tuned": "PFDM",
+                "pfdm retuned": "PFDM",
                 "fedavg": "FedAvg", "dpsgd": "DP-SGD", "shared only": "ambient shared model alone"}
 
 
@@ -326,6 +328,18 @@ def first_win(t: pd.DataFrame) -> float | None:
     return first
 
 
+def retuned(rows: pd.DataFrame, eps: float) -> pd.DataFrame:
+    """"PFDM, tuned" at `eps` had its validation search been offered every PFDM row there, the ambient warm start
+    included (`collect` keeps that row out of the search): per seed, the PFDM row with the lowest validation loss,
+    recipe "tuned, ambient offered", `chosen_recipe` naming it. Only seeds that have the ambient
+    row, so that every seed had the same offer. Method "pfdm retuned" (so that `first_win` and `strict_verdict` keep
+    reading the points' own search); `table` of `rows` joined with these gives its paired interval."""
+    p = rows[(rows.method == "pfdm") & (rows.eps == eps)]
+    p = p[p.seed.isin(p[p.recipe == pz.AMBIENT_RECIPE].seed)]
+    best = p.loc[p.groupby("seed").validation_loss.idxmin()] if len(p) else p
+    return best.assign(method="pfdm retuned", chosen_recipe=best.recipe, recipe="tuned, ambient offered")
+
+
 def label(method: str, recipe: str) -> str:
     """'PFDM, our recipe': a row's name in tables and text."""
     return f"{METHOD_NAMES.get(method, method)}, {RECIPE_NAMES.get(recipe, recipe)}"
@@ -405,4 +419,5 @@ def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=
 
 __all__ = ["ACCOUNTANT", "EPSILONS", "HALF", "KEY", "METHOD_NAMES", "PFDM_RECIPES", "RECIPE_NAMES", "STRICT_EPS",
            "TUNE_RECIPES", "collect", "collect_membership", "first_win", "label", "matched_members", "membership",
-           "membership_table", "plot", "run_ambient", "run_point", "run_rivals", "strict_verdict", "t0_of", "table"]
+           "membership_table", "plot", "retuned", "run_ambient", "run_point", "run_rivals", "strict_verdict", "t0_of",
+           "table"]
