@@ -154,10 +154,9 @@ def _offered(rows: pd.DataFrame, t: pd.DataFrame) -> str:
         return ""
     r = fr.table(pd.concat([rows, rt], ignore_index=True)).query("method == 'pfdm retuned'").iloc[0]
     picked = int((rt.chosen_recipe == pz.AMBIENT_RECIPE).sum())
-    holds = "the win holds" if r.local_minus_lo > 0 else "the interval contains zero: the win is lost"
-    return (f" Offered the warm start from the ambient shared model too, validation picks it at eps = {first:g} in "
-            f"{picked} of {len(rt)} seeds, and the tuned PFDM's difference there is "
-            f"{_ci(r.local_minus_mean, r.local_minus_lo, r.local_minus_hi)}: {holds}.")
+    holds = "the win holds" if r.local_minus_lo > 0 else "the win is lost (the interval contains zero)"
+    return (f" Offered the ambient warm start too, validation picks it at eps = {first:g} in {picked} of {len(rt)} "
+            f"seeds, and the difference there is {_ci(r.local_minus_mean, r.local_minus_lo, r.local_minus_hi)}: {holds}.")
 
 
 def _wins(t: pd.DataFrame) -> str:

@@ -175,7 +175,7 @@ def test_frontier_at_eps_10_no_variant_closes_half_of_the_tuned_gap():
     assert v["tuned"].gap_closed_lo < 0 < v["tuned"].gap_closed_hi
     paper = strict[strict.recipe == "paper"].iloc[0]
     assert paper.gap_closed_hi < 0 and paper.local_minus_lo < 0 < paper.local_minus_hi
-    ours = strict[~strict.recipe.isin(["paper", pz.AMBIENT_RECIPE])]
+    ours = strict[(strict.method == "pfdm") & ~strict.recipe.isin(["paper", pz.AMBIENT_RECIPE])]
     assert len(ours) == 3 and ours.gap_closed_mean.abs().max() < 0.1 and ours.gap_closed_hi.max() < 0.25
     # docs/results.md: the baselines retrained on another machine change neither answer: with the baselines of any
     # point, the strict end says "no" and the tuned PFDM first beats local-only at eps = 200
@@ -207,7 +207,7 @@ def test_frontier_ambient_shared_model_diverges_at_eps_10_and_misleads_validatio
     t = fr.table(rows)
     loc = rows[rows.method == "local"].set_index("seed").gfid_minor
     amb, alone = rows[rows.recipe == pz.AMBIENT_RECIPE], rows[rows.method == "shared only"]
-    assert sorted(amb[amb.eps == 10].seed) == [0, 1, 2, 3] and sorted(amb[amb.eps == 200].seed) == [0, 1, 2]
+    assert sorted(amb[amb.eps == 10].seed) == [0, 1, 2, 3] and sorted(amb[amb.eps == 200].seed) == [0, 1, 2, 3, 4]
     # above t0 the ambient model fits the held-out uploads worse than the paper's shared model, every seed and eps
     assert (amb.ambient_shared_loss_above_t0 > amb.paper_shared_loss_above_t0).all()
     assert amb[amb.eps == 10].paper_shared_loss_above_t0.between(0.15, 0.25).all()
@@ -221,15 +221,19 @@ def test_frontier_ambient_shared_model_diverges_at_eps_10_and_misleads_validatio
     # eps = 200: trains (loss below t0 about half a fresh network's); lowest validation loss of all recipes in every
     # seed, samples not shown better than local-only and behind the warm start from the paper's model on average
     a200 = amb[amb.eps == 200].set_index("seed")
-    assert (a200.warm_start_validation_loss < 0.6 * a200.random_init_validation_loss).all()
+    assert (a200.warm_start_validation_loss / a200.random_init_validation_loss).between(0.4, 0.65).all()
     pf200 = rows[(rows.eps == 200) & (rows.method == "pfdm")]
     assert (pf200.loc[pf200.groupby("seed").validation_loss.idxmin()].recipe == pz.AMBIENT_RECIPE).all()
     r200 = t[(t.eps == 200) & (t.method == "pfdm")].set_index("recipe")
     assert r200.loc[pz.AMBIENT_RECIPE].local_minus_lo < 0 < r200.loc[pz.AMBIENT_RECIPE].local_minus_hi
     assert r200.loc[pz.AMBIENT_RECIPE].gfid_minor_mean > r200.loc[pz.WARM_RECIPE].gfid_minor_mean
     # had the tuned search included it, the win at eps = 200 would vanish (the tuned row today: above zero)
-    diff = (loc[a200.index] - a200.gfid_minor).to_numpy()
-    assert mean_interval(diff)[1] < 0 < t[(t.eps == 200) & (t.method == "pfdm tuned")].local_minus_lo.item()
+    rt = fr.retuned(rows, 200)
+    assert len(rt) == 5 and (rt.chosen_recipe == pz.AMBIENT_RECIPE).all()
+    diff = (loc[rt.seed].to_numpy() - rt.gfid_minor.to_numpy())
+    offered = fr.table(pd.concat([rows, rt], ignore_index=True)).query("method == 'pfdm retuned'").iloc[0]
+    assert math.isclose(offered.local_minus_lo, mean_interval(diff)[1])
+    assert offered.local_minus_lo < 0 < t[(t.eps == 200) & (t.method == "pfdm tuned")].local_minus_lo.item()
     assert (alone[alone.eps == 200].accuracy_minor < 0.2).all()
     # membership: the ambient model alone at chance; its chain leaks less than the other PFDM chains at eps = 200
     mt = fr.membership_table(fr.collect_membership(RUNS / "frontier_digits"))
