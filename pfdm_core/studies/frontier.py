@@ -32,7 +32,7 @@ from pfdm_core import experiment
 from pfdm_core.attacks.common import EpsFn
 from pfdm_core.attacks.membership import membership_inference
 from pfdm_core.attacks.memorization import memorization
-from pfdm_core.core.checkpoint import atomic_save, write_text
+from pfdm_core.core.checkpoint import write_text
 from pfdm_core.core.diffusion import generate
 from pfdm_core.core.schedule import Schedule
 from pfdm_core.data.partition import client_classes
@@ -83,13 +83,6 @@ def _near_copies(samples: dict, df: pd.DataFrame, cfg: experiment.ExperimentConf
     return df.assign(near_copies_minor=counts, n_minor_samples=int(minor.sum()))
 
 
-def _write(out: Path, name: str, df: pd.DataFrame, samples: dict) -> None:
-    """out/<name>_samples.pt, then out/<name>.csv, each atomically: `collect` globs the tables, so a table on disk
-    is always complete and has its samples beside it (a run stopped earlier leaves neither)."""
-    atomic_save(samples, Path(out) / f"{name}_samples.pt")
-    write_text(Path(out) / f"{name}.csv", df.to_csv(index=False))
-
-
 def _labels(cfg: experiment.ExperimentConfig) -> torch.Tensor:
     """The labels every row samples: cfg.eval.n_per_class of each class (as `run_study`)."""
     return torch.arange(cfg.net.num_classes).repeat_interleave(cfg.eval.n_per_class)
@@ -108,7 +101,7 @@ def run_point(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Path
     df, samples = pz.study_rows(cfg, [seed], [t0], PFDM_RECIPES, out, local_recipes=TUNE_RECIPES,
                                 central_recipes=TUNE_RECIPES, progress=progress)
     df = _near_copies(samples, df, cfg, seed).assign(eps=eps)
-    _write(out, name, df, samples)
+    pz.write_study(out, name, df, samples)
     return df
 
 
@@ -231,7 +224,7 @@ def run_ambient(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Pa
     df["ambient_shared_loss_above_t0"] = above(net)
     samples[(seed, "shared only", "uploads only", t0)] = fake
     df = _near_copies(samples, df, cfg, seed).assign(eps=eps)
-    _write(out, name, df, samples)
+    pz.write_study(out, name, df, samples)
     if with_membership:
         membership(cfg, seed, eps, out, recipes=[pz.AMBIENT_RECIPE], local=False,
                    name=f"membership_seed{seed}_eps{eps:g}_ambient", ambient_alone=True)

@@ -266,9 +266,15 @@ def run_study(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], r
     """`study_rows`, written: the samples to out/<name>_samples.pt, then the rows to out/<name>.csv (each file
     atomically, the table last, so that a table on disk always has its samples beside it)."""
     df, samples = study_rows(cfg, seeds, t0s, recipes, out, local_recipes, central_recipes, progress, val_fraction)
+    write_study(out, name, df, samples)
+    return df
+
+
+def write_study(out: Path, name: str, df: pd.DataFrame, samples: dict) -> None:
+    """out/<name>_samples.pt, then out/<name>.csv, each atomically: a table on disk is always complete and has its
+    samples beside it (a run stopped earlier leaves neither; `frontier.collect` globs the tables)."""
     atomic_save(samples, Path(out) / f"{name}_samples.pt")
     write_text(Path(out) / f"{name}.csv", df.to_csv(index=False))
-    return df
 
 
 def study_rows(cfg: ExperimentConfig, seeds: Sequence[int], t0s: Sequence[int], recipes: Sequence[str],
@@ -393,5 +399,5 @@ def gap_closed(df: pd.DataFrame, key: str = "fid_minor", local: str = "tuned") -
                          "gap_closed_std": g.gap_closed.std(ddof=1), "seeds": g.size()}).reset_index()
 
 
-__all__ = ["AMBIENT_BUDGET", "AMBIENT_RECIPE", "FROZEN_RECIPE", "SHARED_MODELS", "OUR_RECIPE", "RECIPES", "WARM_RECIPE", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "personal_curves", "run_study", "study_rows",
+__all__ = ["AMBIENT_BUDGET", "AMBIENT_RECIPE", "FROZEN_RECIPE", "SHARED_MODELS", "OUR_RECIPE", "RECIPES", "WARM_RECIPE", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "personal_curves", "run_study", "study_rows", "write_study",
            "shift_augment", "steps_trained", "train_central", "train_client_model", "train_local", "train_personal", "train_shared", "tuned", "validation_table"]
