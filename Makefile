@@ -38,7 +38,9 @@ rerun: $(STAMP)
 
 frontier: $(STAMP)
 	$(PY) scripts/frontier.py --preset $(PRESET) --membership --rivals
-	$(PY) scripts/frontier.py --preset $(PRESET) --ambient --eps 10 200 --publish
+	$(PY) scripts/frontier.py --preset $(PRESET) --ambient --eps 10 200
+	$(PY) scripts/frontier.py --preset $(PRESET) --ambient --eps 50 --seeds 0 1 2
+	$(PY) scripts/frontier.py --preset $(PRESET) --ambient --ambient-kind ambient_scaled --eps 10 --publish
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

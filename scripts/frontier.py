@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="DP-SGD's eps values (with --rivals; default: the --eps grid)")
     p.add_argument("--ambient", action="store_true",
                    help="only the ambient shared model's rows (run_ambient, with the attack) at each seed and --eps")
+    p.add_argument("--ambient-kind", default="ambient", choices=["ambient", "ambient_scaled"],
+                   help="with --ambient: the consistency weight, 1 (ambient) or abar_t0 (ambient_scaled)")
     p.add_argument("--membership", action="store_true",
                    help="also the loss attack on the published models of each point (after training it)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -73,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ambient and not args.collect_only:
         for eps in eps_grid:
             for seed in args.seeds:
-                print(f"frontier: ambient, seed {seed}, eps {eps:g} (t0 = {fr.t0_of(cfg, eps)})", flush=True)
-                fr.run_ambient(cfg, seed, eps, out)
+                print(f"frontier: {args.ambient_kind}, seed {seed}, eps {eps:g} (t0 = {fr.t0_of(cfg, eps)})",
+                      flush=True)
+                fr.run_ambient(cfg, seed, eps, out, kind=args.ambient_kind)
     elif not args.collect_only:
         for eps in eps_grid:
             for seed in args.seeds:

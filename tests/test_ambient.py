@@ -14,6 +14,7 @@ from pfdm_core.core.train import TrainConfig, train
 from pfdm_core.methods.ambient import (
     AmbientEps,
     AmbientLoss,
+    gradient_norms,
     posterior_jump,
     server_train_ambient,
     x0_hat,
@@ -111,6 +112,22 @@ def test_weight_zero_is_the_papers_shared_loss():
     b = diffusion_loss(net, S, x, None, t0 + 1, S.T, origin=t0, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
 
+
+
+def test_gradient_norms_are_the_two_terms_of_the_loss():
+    """Weight 0: no consistency gradient, and the exact term's norm is the paper's loss's; the weight scales the
+    consistency term's norm; no gradient is left on the model."""
+    t0, x = 400, torch.randn(32, 4)
+    net = MLPDenoiser(dim=4)
+    g0, c0 = gradient_norms(net, AmbientLoss(t0, weight=0.0, clip_x0=False), S, x, None, torch.Generator().manual_seed(3))
+    net.zero_grad()
+    diffusion_loss(net, S, x, None, t0 + 1, S.T, origin=t0, generator=torch.Generator().manual_seed(3)).backward()
+    ref = torch.sqrt(sum((p.grad ** 2).sum() for p in net.parameters())).item()
+    assert c0 == 0 and g0 > 0 and abs(g0 - ref) < 1e-5 * ref
+    _, c1 = gradient_norms(net, AmbientLoss(t0, clip_x0=False), S, x, None, torch.Generator().manual_seed(3))
+    _, c2 = gradient_norms(net, AmbientLoss(t0, weight=2.0, clip_x0=False), S, x, None, torch.Generator().manual_seed(3))
+    assert c1 > 0 and abs(c2 - 2 * c1) < 1e-4 * c1
+    assert all(p.grad is None for p in net.parameters())
 
 @pytest.mark.parametrize("kw", [dict(t0=0), dict(t0=1.5), dict(t0=10, weight=-1), dict(t0=10, jumps=0),
                                 dict(t0=10, anchor_ratio=1.0)])

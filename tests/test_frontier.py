@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from pfdm_core.core.nets import UNetConfig
+from pfdm_core.core.schedule import Schedule
 from pfdm_core.core.train import TrainConfig
 from pfdm_core.experiment import preset_config, t0_for
 from pfdm_core.studies import frontier as fr
@@ -185,6 +186,21 @@ def test_ambient_rows_join_the_frontier_outside_the_tuned_search(tmp_path, monke
     mia = fr.collect_membership(out)
     assert {("pfdm", pz.AMBIENT_RECIPE), ("shared only", "uploads only")} <= set(zip(mia.method, mia.recipe))
     assert (mia.method != "local").all()  # the ambient attack file adds no local-only rows
+    # the scaled kind (consistency weight abar_t0): its own model, files and rows beside the first ones
+    sc = fr.run_ambient(cfg, 0, 10, out, progress=False, kind="ambient_scaled")
+    assert set(zip(sc.method, sc.recipe)) == {("pfdm", pz.SCALED_AMBIENT_RECIPE), ("shared only", "uploads only, scaled")}
+    assert (out / "seed0" / f"shared_ambient_scaled_t0{fr.t0_of(cfg, 10)}.pt").exists()
+    assert (out / "ambient_scaled_seed0_eps10.csv").exists() and (out / "membership_seed0_eps10_ambient_scaled.csv").exists()
+    rows2 = fr.collect(out)
+    assert len(rows2) == len(rows) + 2 and len(rows2[rows2.method == "shared only"]) == 2
+    assert rows2[rows2.method == "pfdm tuned"].validation_loss.item() == tuned.validation_loss.item()
+    assert {("pfdm", pz.SCALED_AMBIENT_RECIPE), ("shared only", "uploads only, scaled")} <= set(
+        zip(*(lambda m: (m.method, m.recipe))(fr.collect_membership(out))))
+    sched = Schedule(cfg.T)
+    assert pz.ambient_weight("ambient", sched, 675) == 1 and pz.ambient_weight("ambient_scaled", sched, 675) == \
+        float(sched.alpha_bar[675])
+    with pytest.raises(ValueError, match="kind"):
+        fr.run_ambient(cfg, 0, 10, out, progress=False, kind="scaled")
 
 
 def test_a_point_stopped_before_its_table_leaves_no_file_collect_reads(tmp_path, monkeypatch):

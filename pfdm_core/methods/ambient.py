@@ -140,6 +140,25 @@ class AmbientLoss:
         return ((anchor - h1) * (anchor - h2)).flatten(1).mean(1)
 
 
+def gradient_norms(model: nn.Module, loss: AmbientLoss, sched: Schedule, x: torch.Tensor, y: torch.Tensor | None,
+                   generator: torch.Generator | None = None) -> tuple[float, float]:
+    """The global gradient norms of the two terms of `loss` on one batch of uploads x: (the sub-chain loss on
+    t0+1..T, `weight` times the consistency term on half the batch), as `AmbientLoss.__call__` sums them. Their ratio
+    says which term steers an update (train clips the sum's norm, `TrainConfig.grad_clip`). Leaves no gradient."""
+    t0 = sched.check_step(loss.t0, "t0", 1, sched.T - 1)
+    b = max(1, len(x) // 2)
+    terms = (lambda: diffusion_loss(model, sched, x, y, t0 + 1, sched.T, origin=t0, generator=generator),
+             lambda: loss.weight * loss.consistency(model, sched, x[:b], None if y is None else y[:b], generator).mean())
+    norms = []
+    for term in terms:
+        model.zero_grad(set_to_none=True)
+        term().backward()
+        norms.append(float(torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in model.parameters()
+                                          if p.grad is not None))))
+    model.zero_grad(set_to_none=True)
+    return norms[0], norms[1]
+
+
 def server_train_ambient(uploads: Sequence[Upload], make_model: ModelFactory, sched: Schedule, config: TrainConfig,
                          checkpoint: str | os.PathLike | None = None, progress: bool = True,
                          loss: AmbientLoss | None = None) -> nn.Module:
@@ -154,4 +173,4 @@ def server_train_ambient(uploads: Sequence[Upload], make_model: ModelFactory, sc
                  desc=f"PFDM ambient shared (t0={t0})", objective=loss).model
 
 
-__all__ = ["AmbientEps", "AmbientLoss", "posterior_jump", "server_train_ambient", "x0_hat"]
+__all__ = ["AmbientEps", "AmbientLoss", "gradient_norms", "posterior_jump", "server_train_ambient", "x0_hat"]

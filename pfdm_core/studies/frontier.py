@@ -59,7 +59,10 @@ RECIPE_NAMES = {"paper": "the paper's recipe", pz.OUR_RECIPE: "our recipe",
                 pz.FROZEN_RECIPE: "shared encoder frozen, decoder by our recipe", "tuned": "tuned (validation)",
                 "tuned, ambient offered": "tuned (validation), the ambient warm start offered too",
                 pz.AMBIENT_RECIPE: "our recipe, warm-started from the ambient shared model",
+                pz.SCALED_AMBIENT_RECIPE: "our recipe, warm-started from the ambient shared model with consistency "
+                                          "weight abar_t0",
                 "uploads only": "trained on the uploads only",
+                "uploads only, scaled": "consistency weight abar_t0, trained on the uploads only",
                 "selected": "selected length", "budget": "its budget"}
 METHOD_NAMES = {"local": "local-only", "central": "centralized", "pfdm": "PFDM", "pfdm tuned": "PFDM",
                 "pfdm retuned": "PFDM",
@@ -149,26 +152,32 @@ def matched_members(members: Dataset, nonmembers: Dataset, seed: int) -> tuple[D
     return members.subset(torch.cat(idx_m)), nonmembers.subset(torch.cat(idx_n))
 
 
+# the ambient shared models (`pz.train_shared` kinds): the PFDM recipe warm-started from each, the name of the model
+# alone (method "shared only") and the prefix of `run_ambient`'s files
+AMBIENT_KINDS = {"ambient": (pz.AMBIENT_RECIPE, "uploads only", "ambient"),
+                 "ambient_scaled": (pz.SCALED_AMBIENT_RECIPE, "uploads only, scaled", "ambient_scaled")}
+
+
 def membership(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Path,
                recipes: Sequence[str] = PFDM_RECIPES, local: bool = True, name: str | None = None,
-               ambient_alone: bool = False) -> pd.DataFrame:
+               ambient_alone: str | None = None) -> pd.DataFrame:
     """The privacy of what client cfg.eval.client publishes: the loss attack (AUC, TPR at 1% FPR) on its
     local-only models (with `local`) and on PFDM's chain (shared + personal, as `pfdm_sample` runs it) of each of
     `recipes`, members = its training part, non-members = held-out test images, matched per class. Loads the
-    point's cached models (run `run_point` first); with `ambient_alone` also the ambient shared model alone from T to 0
-    (method "shared only", cached by `run_ambient`). Written to out/<name>.csv (default membership_seed<s>_eps<e>)."""
+    point's cached models (run `run_point` first); with `ambient_alone` (a kind of `AMBIENT_KINDS`) also that ambient
+    shared model alone from T to 0 (method "shared only", cached by `run_ambient`). Written to out/<name>.csv (default membership_seed<s>_eps<e>)."""
     ss = pz.make_study_split(cfg, seed)
     members, nonmembers = matched_members(ss.clients[cfg.eval.client], ss.test, seed)
     sched, t0, folder = Schedule(cfg.T), t0_of(cfg, eps), Path(out) / f"seed{seed}"
     shareds = {kind: pz.train_shared(cfg, ss, t0, seed, folder, progress=False, kind=kind)
                for kind in dict.fromkeys(["paper", *(pz.RECIPES[r].shared for r in recipes),
-                                          *(["ambient"] if ambient_alone else [])])}
+                                          *([ambient_alone] if ambient_alone else [])])}
     rows = []
     for method, names in (("local", TUNE_RECIPES if local else ()), ("pfdm", recipes),
-                          ("shared only", ["uploads only"] if ambient_alone else ())):
+                          ("shared only", [AMBIENT_KINDS[ambient_alone][1]] if ambient_alone else ())):
         for rname in names:
             if method == "shared only":
-                fn = EpsFn.of(AmbientEps(shareds["ambient"], sched, t0), sched)
+                fn = EpsFn.of(AmbientEps(shareds[ambient_alone], sched, t0), sched)
             elif method == "local":
                 model, _, _ = pz.train_local(cfg, ss, rname, seed, folder, progress=False)
                 fn = EpsFn.of(model, sched)
@@ -185,27 +194,31 @@ def membership(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Pat
 
 
 def run_ambient(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Path, progress: bool = True,
-                with_membership: bool = True) -> pd.DataFrame:
+                with_membership: bool = True, kind: str = "ambient") -> pd.DataFrame:
     """Beyond the paper: the ambient shared model (`methods.ambient`: the uploads teach it steps 1..t0 too) at the
     t0 of `eps`, two rows: PFDM with the personal denoiser warm-started from it (`pz.AMBIENT_RECIPE`; the chain's
     steps T..t0+1 stay the paper's shared model, which fits them better: both losses are recorded) and the ambient
     shared model alone from T to 0 (method "shared only": no client image after the upload; its samples and the
-    attack on it are post-processing of the uploads). Written to out/ambient_seed<s>_eps<e>.csv (and the attack to
-    membership_seed<s>_eps<e>_ambient.csv); `collect` adds the rows outside `pfdm tuned`'s search, which stays the
+    attack on it are post-processing of the uploads). `kind` (of `AMBIENT_KINDS`) picks the consistency weight
+    (`pz.ambient_weight`). Written to out/<prefix>_seed<s>_eps<e>.csv (and the attack to
+    membership_seed<s>_eps<e>_<prefix>.csv); `collect` adds the rows outside `pfdm tuned`'s search, which stays the
     points' own."""
-    t0, name = t0_of(cfg, eps), f"ambient_seed{seed}_eps{eps:g}"
-    df, samples = pz.study_rows(cfg, [seed], [t0], [pz.AMBIENT_RECIPE], out, local_recipes=[], central_recipes=[],
+    if kind not in AMBIENT_KINDS:
+        raise ValueError(f"kind must be one of {list(AMBIENT_KINDS)}, got {kind!r}")
+    recipe, alone_name, prefix = AMBIENT_KINDS[kind]
+    t0, name = t0_of(cfg, eps), f"{prefix}_seed{seed}_eps{eps:g}"
+    df, samples = pz.study_rows(cfg, [seed], [t0], [recipe], out, local_recipes=[], central_recipes=[],
                                 progress=progress)
     ss, sched, folder = pz.make_study_split(cfg, seed), Schedule(cfg.T), Path(out) / f"seed{seed}"
     split = experiment.Split(ss.clients, ss.test, ss.pool)
-    net = pz.train_shared(cfg, ss, t0, seed, folder, progress=False, kind="ambient")  # cached by study_rows
+    net = pz.train_shared(cfg, ss, t0, seed, folder, progress=False, kind=kind)  # cached by study_rows
     y = _labels(cfg)
     alone = AmbientEps(net, sched, t0)
     fake = generate(alone, sched, y, (len(y), cfg.net.in_channels, cfg.net.image_size, cfg.net.image_size), "ddim",
                     cfg.eval.ddim_steps, seed=seed)
     clf = experiment.metric_classifier(cfg, split, seed)
     ref, pca = metrics.embed(clf, ss.test.x), experiment.metric_pca(clf, split)
-    row = {"seed": seed, "method": "shared only", "recipe": "uploads only", "t0": t0,
+    row = {"seed": seed, "method": "shared only", "recipe": alone_name, "t0": t0,
            "eps_analytic": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta, "analytic"),
            "eps_thm51": epsilon(t0, sched, cfg.privacy.clip_norm, cfg.privacy.delta),
            **pz.evaluate(cfg, ss, clf, fake, y, ref, pca)}
@@ -215,19 +228,19 @@ def run_ambient(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Pa
     val = ss.vals[cfg.eval.client]
     vl = ValidationLoss(sched, val.x, val.y, 1, t0, draws=32, seed=seed)
     df["warm_start_validation_loss"] = vl(net)
-    df["random_init_validation_loss"] = vl(pz._model(cfg, pz.RECIPES[pz.AMBIENT_RECIPE], seed).eval())
+    df["random_init_validation_loss"] = vl(pz._model(cfg, pz.RECIPES[recipe], seed).eval())
     # why the chain keeps the paper's shared model above t0: both models' sub-chain loss there, on the uploads of the
     # clients' hold-outs (privatized as a client would, with a seed of their own)
     up = client_upload(union(ss.vals), t0, sched, cfg.privacy.clip_norm, seed=seed * 100 + 99, delta=cfg.privacy.delta)
     above = ValidationLoss(sched, up.x_tilde, up.y, t0 + 1, cfg.T, origin=t0, draws=32, seed=seed)
     df["paper_shared_loss_above_t0"] = above(pz.train_shared(cfg, ss, t0, seed, folder, progress=False))
     df["ambient_shared_loss_above_t0"] = above(net)
-    samples[(seed, "shared only", "uploads only", t0)] = fake
+    samples[(seed, "shared only", alone_name, t0)] = fake
     df = _near_copies(samples, df, cfg, seed).assign(eps=eps)
     pz.write_study(out, name, df, samples)
     if with_membership:
-        membership(cfg, seed, eps, out, recipes=[pz.AMBIENT_RECIPE], local=False,
-                   name=f"membership_seed{seed}_eps{eps:g}_ambient", ambient_alone=True)
+        membership(cfg, seed, eps, out, recipes=[recipe], local=False,
+                   name=f"membership_seed{seed}_eps{eps:g}_{prefix}", ambient_alone=kind)
     return df
 
 
@@ -252,7 +265,8 @@ def collect(out: Path, baselines_eps: float = STRICT_EPS) -> pd.DataFrame:
     base = base.loc[base.groupby(["seed", "method"]).validation_loss.idxmin()]
     base = base.assign(eps=np.nan, chosen_recipe=base.recipe, recipe="tuned")
     rivals = [pd.read_csv(p) for p in sorted(Path(out).glob("rivals_seed*.csv"))]
-    ambient = [pd.read_csv(p) for p in sorted(Path(out).glob("ambient_seed*_eps*.csv"))]  # outside the tuned search
+    ambient = [pd.read_csv(p) for prefix in (k[2] for k in AMBIENT_KINDS.values())
+               for p in sorted(Path(out).glob(f"{prefix}_seed*_eps*.csv"))]  # outside the tuned search
     return pd.concat([base, p, best, *ambient, *rivals], ignore_index=True)
 
 
@@ -328,7 +342,7 @@ def retuned(rows: pd.DataFrame, eps: float) -> pd.DataFrame:
     row, so that every seed had the same offer. Method "pfdm retuned" (so that `first_win` and `strict_verdict` keep
     reading the points' own search); `table` of `rows` joined with these gives its paired interval."""
     p = rows[(rows.method == "pfdm") & (rows.eps == eps)]
-    p = p[p.seed.isin(p[p.recipe == pz.AMBIENT_RECIPE].seed)]
+    p = p[p.seed.isin(p[p.recipe == pz.AMBIENT_RECIPE].seed)]  # (the scaled one's too, where it was run)
     best = p.loc[p.groupby("seed").validation_loss.idxmin()] if len(p) else p
     return best.assign(method="pfdm retuned", chosen_recipe=best.recipe, recipe="tuned, ambient offered")
 
@@ -374,13 +388,14 @@ def plot(df: pd.DataFrame, cfg: experiment.ExperimentConfig, key: str = KEY, ax=
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4.2))
     curves = [("pfdm", "paper"), ("pfdm", pz.OUR_RECIPE), ("pfdm", pz.WARM_RECIPE), ("pfdm", pz.FROZEN_RECIPE),
-              ("dpsgd", "budget"), ("pfdm", pz.AMBIENT_RECIPE)]
+              ("dpsgd", "budget"), ("pfdm", pz.AMBIENT_RECIPE), ("pfdm", pz.SCALED_AMBIENT_RECIPE)]
     for i, (method, recipe) in enumerate(curves):
         d = df[(df.method == method) & (df.recipe == recipe)].groupby("eps")[key].agg(["mean", "std"]).reset_index()
         if len(d):  # curves dodged sideways (by a few percent of eps) so that their error bars do not overlap
-            sparse = recipe == pz.AMBIENT_RECIPE  # measured at two eps only: markers, no line between them
-            ax.errorbar(d.eps * 1.05 ** (i - 1.5), d["mean"], yerr=d["std"].fillna(0), fmt="s" if sparse else "o-",
-                        capsize=3, color="C8" if sparse else f"C{i}",
+            sparse = recipe in (pz.AMBIENT_RECIPE, pz.SCALED_AMBIENT_RECIPE)  # a few eps only: markers, no line
+            ax.errorbar(d.eps * 1.05 ** (i - 1.5), d["mean"], yerr=d["std"].fillna(0),
+                        fmt=("s" if recipe == pz.AMBIENT_RECIPE else "D") if sparse else "o-", capsize=3,
+                        color=("C8" if recipe == pz.AMBIENT_RECIPE else "C9") if sparse else f"C{i}",
                         label=label(method, recipe) + (" (central eps)" if method == "dpsgd" else ""))
     for method, ls in (("local", "--"), ("central", ":"), ("fedavg", "-.")):
         v = df[df.method == method][key]

@@ -42,7 +42,7 @@ from pfdm_core.experiment import (
     metric_pca,
     model_factory,
 )
-from pfdm_core.methods.ambient import server_train_ambient
+from pfdm_core.methods.ambient import AmbientLoss, server_train_ambient
 from pfdm_core.methods.pfdm import client_upload, pfdm_sample, server_train_shared
 from pfdm_core.methods.selection import ValidationLoss, stratified_holdout, train_selected
 from pfdm_core.privacy.mechanism import clip, epsilon
@@ -62,8 +62,8 @@ class Recipe:
     augment: bool = False  # +-1 pixel shifts of the client's images (9x the data)
     warm_start: bool = False  # PFDM only: the personal denoiser starts from the shared model's weights
     freeze: tuple[str, ...] = ()  # with warm_start: the shared blocks kept frozen (top-level UNet modules)
-    # PFDM with warm_start only: the shared model the personal denoiser starts from, "paper" or "ambient" (also learned
-    # steps 1..t0 from the uploads, `methods.ambient`). The chain's steps T..t0+1 are always the paper's shared model:
+    # PFDM with warm_start only: the shared model the personal denoiser starts from, "paper", "ambient" or
+    # "ambient_scaled" (also learned steps 1..t0 from the uploads, `methods.ambient`, `ambient_weight`). The chain's steps T..t0+1 are always the paper's shared model:
     # trained on them alone, it fits them better than the ambient one (docs/results.md).
     shared: str = "paper"
 
@@ -74,7 +74,7 @@ class Recipe:
             raise ValueError(f"shared={self.shared!r} names the model a personal denoiser starts from: needs warm_start")
 
 
-SHARED_MODELS = ("paper", "ambient")
+SHARED_MODELS = ("paper", "ambient", "ambient_scaled")
 AMBIENT_BUDGET = 3  # the ambient shared model's optimiser steps, in units of cfg.train.steps (server compute)
 
 
@@ -104,9 +104,14 @@ RECIPES = {
     # 1..t0 from the uploads alone (consistency loss, `methods.ambient`), then trained by our recipe
     "warm start from the ambient shared model + our recipe": Recipe(
         budget=6, select=True, ema_decay=0.995, dropout=0.1, weight_decay=1e-4, warm_start=True, shared="ambient"),
+    # the same, from the ambient shared model whose consistency term is weighted by abar_t0 (`ambient_weight`)
+    "warm start from the scaled ambient shared model + our recipe": Recipe(
+        budget=6, select=True, ema_decay=0.995, dropout=0.1, weight_decay=1e-4, warm_start=True,
+        shared="ambient_scaled"),
 }
 WARM_RECIPE = "warm start + selected (6x budget) + EMA + dropout + weight decay"
 AMBIENT_RECIPE = "warm start from the ambient shared model + our recipe"
+SCALED_AMBIENT_RECIPE = "warm start from the scaled ambient shared model + our recipe"
 FROZEN_RECIPE = "shared encoder frozen + decoder by our recipe"
 
 # The study's default (notebook 10, digits, preset cpu, seed 0, eps = 10 per image -> t0 = 675): the recipe whose
@@ -184,7 +189,8 @@ def train_client_model(cfg: ExperimentConfig, data: Dataset, val: Dataset, t_hi:
 def train_shared(cfg: ExperimentConfig, ss: StudySplit, t0: int, seed: int, folder: Path,
                  progress: bool = True, kind: str = "paper") -> nn.Module:
     """PFDM's shared model on the uploads of every client's training part: the paper's (steps t0+1..T, the
-    paper's budget) or, kind="ambient", `methods.ambient`'s (also steps 1..t0, consistency loss, AMBIENT_BUDGET)."""
+    paper's budget) or `methods.ambient`'s (also steps 1..t0, consistency loss, AMBIENT_BUDGET), kind="ambient" with
+    the consistency term's weight 1, kind="ambient_scaled" with weight abar_t0 (`ambient_weight`)."""
     sched = Schedule(cfg.T)
     make = lambda: _model(cfg, Recipe(), seed)
     uploads = [client_upload(d, t0, sched, cfg.privacy.clip_norm, seed=seed * 100 + m, delta=cfg.privacy.delta)
@@ -192,10 +198,20 @@ def train_shared(cfg: ExperimentConfig, ss: StudySplit, t0: int, seed: int, fold
     tc = replace(cfg.train, seed=seed, checkpoint_every=max(1, cfg.train.steps // 4))
     if kind == "paper":
         return server_train_shared(uploads, make, sched, tc, folder / f"shared_t0{t0}.pt", progress)
-    if kind != "ambient":
+    if kind not in SHARED_MODELS:
         raise ValueError(f"kind must be one of {SHARED_MODELS}, got {kind!r}")
     tc = replace(tc, steps=AMBIENT_BUDGET * cfg.train.steps, checkpoint_every=max(1, cfg.train.steps // 4))
-    return server_train_ambient(uploads, make, sched, tc, folder / f"shared_ambient_t0{t0}.pt", progress)
+    return server_train_ambient(uploads, make, sched, tc, folder / f"shared_{kind}_t0{t0}.pt", progress,
+                                AmbientLoss(t0, weight=ambient_weight(kind, sched, t0)))
+
+
+def ambient_weight(kind: str, sched: Schedule, t0: int) -> float:
+    """The consistency term's weight of an ambient shared model: 1 ("ambient", as first run), or abar_t0
+    ("ambient_scaled"): the term's residual measured against the signal the uploads carry (x_t0 = sqrt(abar_t0) x_0
+    + noise). At weight 1 the term's gradient starts 20-25x the exact loss's at the digits' t0 = 675 and the model
+    diverged at eps = 10 and 50 per image; times abar_t0 it starts at a fraction of it at every t0 of the grid
+    (`methods.ambient.gradient_norms`; docs/results.md)."""
+    return 1.0 if kind == "ambient" else float(sched.alpha_bar[t0])
 
 
 def train_central(cfg: ExperimentConfig, ss: StudySplit, recipe: Recipe, seed: int, folder: Path,
@@ -399,5 +415,5 @@ def gap_closed(df: pd.DataFrame, key: str = "fid_minor", local: str = "tuned") -
                          "gap_closed_std": g.gap_closed.std(ddof=1), "seeds": g.size()}).reset_index()
 
 
-__all__ = ["AMBIENT_BUDGET", "AMBIENT_RECIPE", "FROZEN_RECIPE", "SHARED_MODELS", "OUR_RECIPE", "RECIPES", "WARM_RECIPE", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "personal_curves", "run_study", "study_rows", "write_study",
+__all__ = ["AMBIENT_BUDGET", "AMBIENT_RECIPE", "SCALED_AMBIENT_RECIPE", "ambient_weight", "FROZEN_RECIPE", "SHARED_MODELS", "OUR_RECIPE", "RECIPES", "WARM_RECIPE", "Recipe", "StudySplit", "curves", "evaluate", "gap_closed", "make_study_split", "personal_curves", "run_study", "study_rows", "write_study",
            "shift_augment", "steps_trained", "train_central", "train_client_model", "train_local", "train_personal", "train_shared", "tuned", "validation_table"]
