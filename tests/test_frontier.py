@@ -201,6 +201,8 @@ def test_ambient_rows_join_the_frontier_outside_the_tuned_search(tmp_path, monke
         float(sched.alpha_bar[675])
     with pytest.raises(ValueError, match="kind"):
         fr.run_ambient(cfg, 0, 10, out, progress=False, kind="scaled")
+    with pytest.raises(ValueError, match="kind"):
+        pz.ambient_weight("paper", sched, 675)
 
 
 def test_a_point_stopped_before_its_table_leaves_no_file_collect_reads(tmp_path, monkeypatch):

@@ -165,7 +165,8 @@ def membership(cfg: experiment.ExperimentConfig, seed: int, eps: float, out: Pat
     local-only models (with `local`) and on PFDM's chain (shared + personal, as `pfdm_sample` runs it) of each of
     `recipes`, members = its training part, non-members = held-out test images, matched per class. Loads the
     point's cached models (run `run_point` first); with `ambient_alone` (a kind of `AMBIENT_KINDS`) also that ambient
-    shared model alone from T to 0 (method "shared only", cached by `run_ambient`). Written to out/<name>.csv (default membership_seed<s>_eps<e>)."""
+    shared model alone from T to 0 (method "shared only", cached by `run_ambient`). Written to out/<name>.csv
+    (default membership_seed<s>_eps<e>)."""
     ss = pz.make_study_split(cfg, seed)
     members, nonmembers = matched_members(ss.clients[cfg.eval.client], ss.test, seed)
     sched, t0, folder = Schedule(cfg.T), t0_of(cfg, eps), Path(out) / f"seed{seed}"
@@ -342,7 +343,7 @@ def retuned(rows: pd.DataFrame, eps: float) -> pd.DataFrame:
     row, so that every seed had the same offer. Method "pfdm retuned" (so that `first_win` and `strict_verdict` keep
     reading the points' own search); `table` of `rows` joined with these gives its paired interval."""
     p = rows[(rows.method == "pfdm") & (rows.eps == eps)]
-    p = p[p.seed.isin(p[p.recipe == pz.AMBIENT_RECIPE].seed)]  # (the scaled one's too, where it was run)
+    p = p[p.seed.isin(p[p.recipe == pz.AMBIENT_RECIPE].seed)]  # every PFDM row of those seeds (a scaled one too)
     best = p.loc[p.groupby("seed").validation_loss.idxmin()] if len(p) else p
     return best.assign(method="pfdm retuned", chosen_recipe=best.recipe, recipe="tuned, ambient offered")
 

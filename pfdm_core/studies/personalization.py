@@ -63,8 +63,9 @@ class Recipe:
     warm_start: bool = False  # PFDM only: the personal denoiser starts from the shared model's weights
     freeze: tuple[str, ...] = ()  # with warm_start: the shared blocks kept frozen (top-level UNet modules)
     # PFDM with warm_start only: the shared model the personal denoiser starts from, "paper", "ambient" or
-    # "ambient_scaled" (also learned steps 1..t0 from the uploads, `methods.ambient`, `ambient_weight`). The chain's steps T..t0+1 are always the paper's shared model:
-    # trained on them alone, it fits them better than the ambient one (docs/results.md).
+    # "ambient_scaled" (also learned steps 1..t0 from the uploads, `methods.ambient`, `ambient_weight`). The chain's
+    # steps T..t0+1 are always the paper's shared model: trained on them alone, it fits them better than the ambient
+    # one (docs/results.md).
     shared: str = "paper"
 
     def __post_init__(self) -> None:
@@ -208,10 +209,14 @@ def train_shared(cfg: ExperimentConfig, ss: StudySplit, t0: int, seed: int, fold
 def ambient_weight(kind: str, sched: Schedule, t0: int) -> float:
     """The consistency term's weight of an ambient shared model: 1 ("ambient", as first run), or abar_t0
     ("ambient_scaled"): the term's residual measured against the signal the uploads carry (x_t0 = sqrt(abar_t0) x_0
-    + noise). At weight 1 the term's gradient starts 20-25x the exact loss's at the digits' t0 = 675 and the model
+    + noise). At weight 1 the term's gradient starts over 20x the exact loss's at the digits' t0 = 675 and the model
     diverged at eps = 10 and 50 per image; times abar_t0 it starts at a fraction of it at every t0 of the grid
     (`methods.ambient.gradient_norms`; docs/results.md)."""
-    return 1.0 if kind == "ambient" else float(sched.alpha_bar[t0])
+    if kind == "ambient":
+        return 1.0
+    if kind == "ambient_scaled":
+        return float(sched.alpha_bar[sched.check_step(t0, "t0", 1, sched.T - 1)])
+    raise ValueError(f"kind must be 'ambient' or 'ambient_scaled', got {kind!r}")
 
 
 def train_central(cfg: ExperimentConfig, ss: StudySplit, recipe: Recipe, seed: int, folder: Path,
