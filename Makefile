@@ -5,13 +5,15 @@
 #                a second call reuses the models trained there
 #   make test  - create .venv if needed, unit tests + every notebook under nbval (smoke preset)
 #   make rerun PRESET=cpu - every notebook at one preset into runs/<preset>/ with a summary.json
-#   make frontier - privacy-utility frontier on digits (scripts/frontier.py: seeds 0-4 x eps 1..200, hours at cpu)
+#   make frontier - privacy-utility frontier on digits (scripts/frontier.py: seeds 0-4 x eps 1..200, hours at cpu;
+#                   JOBS=N seeds at once, one process and one thread each, default: every core)
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN_DIR ?= runs/default
 PRESET ?= cpu
+JOBS   ?= $(shell nproc 2>/dev/null || echo 1)
 export PYTHONHASHSEED := 0
 # the tested torch (pyproject.toml asks for a range, so that a Colab install keeps Colab's torch)
 PINS   := "torch==2.14.1" "torchvision==0.29.1"
@@ -37,10 +39,10 @@ rerun: $(STAMP)
 	$(PY) scripts/rerun.py --preset $(PRESET)
 
 frontier: $(STAMP)
-	$(PY) scripts/frontier.py --preset $(PRESET) --membership --rivals
-	$(PY) scripts/frontier.py --preset $(PRESET) --ambient --eps 10 200
-	$(PY) scripts/frontier.py --preset $(PRESET) --ambient --eps 50 --seeds 0 1 2
-	$(PY) scripts/frontier.py --preset $(PRESET) --ambient --ambient-kind ambient_scaled --eps 10 --publish
+	$(PY) scripts/frontier.py --preset $(PRESET) --jobs $(JOBS) --membership --rivals
+	$(PY) scripts/frontier.py --preset $(PRESET) --jobs $(JOBS) --ambient --eps 10 200
+	$(PY) scripts/frontier.py --preset $(PRESET) --jobs $(JOBS) --ambient --eps 50 --seeds 0 1 2
+	$(PY) scripts/frontier.py --preset $(PRESET) --jobs $(JOBS) --ambient --ambient-kind ambient_scaled --eps 10 --publish
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -29,15 +29,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pfdm_core import (
-    attacks,
-    experiment,  # noqa: E402
-)
+from pfdm_core import attacks, experiment  # noqa: E402
 from pfdm_core.core.diffusion import generate  # noqa: E402
 from pfdm_core.core.paths import runs_dir  # noqa: E402
 from pfdm_core.evaluation.compare import markdown  # noqa: E402
 from pfdm_core.methods.pfdm import split_steps  # noqa: E402
-from pfdm_core.studies import personalization
+from pfdm_core.studies import personalization  # noqa: E402
 
 KEYS = ("fid_major", "fid_minor", "kid_minor", "recall_major", "recall_minor", "accuracy_minor")
 

@@ -1,6 +1,9 @@
 """The frontier study (pfdm_core.studies.frontier): a point trains tuned baselines and PFDM's recipes at the t0 of
 its eps, rows carry near-copies, `collect` adds PFDM's tuned row, `table` computes the gap and the paired interval."""
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -225,3 +228,42 @@ def test_a_point_stopped_before_its_table_leaves_no_file_collect_reads(tmp_path,
     df = fr.run_point(cfg, 0, 10, out, progress=False)
     assert "near_copies_minor" in pd.read_csv(out / "point_seed0_eps10.csv") and (df.eps == 10).all()
     assert (out / "point_seed0_eps10_samples.pt").exists()
+
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "frontier.py"
+
+
+def _script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), "--preset", "smoke", *args], capture_output=True, text=True)
+
+
+def test_script_checks_its_inputs_before_writing_and_reports_failed_jobs(tmp_path):
+    r = _script("--eps", "10", "1e-9", "--out", str(tmp_path / "never"))
+    assert r.returncode == 2 and "--eps: epsilon=1e-09 is not reachable" in r.stderr
+    r = _script("--jobs", "0", "--out", str(tmp_path / "never"))
+    assert r.returncode == 2 and "--jobs must be an integer >= 1, got 0" in r.stderr
+    assert not (tmp_path / "never").exists()
+    out = tmp_path / "f"
+    out.mkdir()
+    for s in (0, 1):  # each seed's cache folder is a file: both workers fail at their first write
+        (out / f"seed{s}").write_text("")
+    r = _script("--seeds", "0", "1", "--eps", "10", "--jobs", "2", "--out", str(out))
+    assert r.returncode == 1, r.stderr
+    assert "seed 0 failed (exit 1): FileExistsError" in r.stdout and "seed 1 failed" in r.stdout
+    assert "seeds [0, 1] failed" in r.stderr and not (out / "frontier_table.csv").exists()
+    assert "FileExistsError" in (out / "logs" / "seed1.log").read_text()
+
+
+@pytest.mark.slow
+def test_parallel_jobs_give_the_serial_runs_numbers(tmp_path):
+    """--jobs 2: one process per seed on one thread each; the points equal those of this process (one thread; eps
+    a float, as the command line parses it)."""
+    out = tmp_path / "par"
+    r = _script("--seeds", "0", "1", "--eps", "10", "--jobs", "2", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / "frontier_table.csv").exists() and set(fr.collect(out).seed) == {0, 1}
+    assert (out / "logs" / "seed1.log").read_text().count("frontier: done seed 1, eps 10") == 1
+    serial = fr.run_point(preset_config("smoke"), 1, 10.0, tmp_path / "serial", progress=False)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "point_seed1_eps10.csv"),
+                                  pd.read_csv(tmp_path / "serial" / "point_seed1_eps10.csv"))
+    assert len(serial) == len(pd.read_csv(out / "point_seed1_eps10.csv"))
