@@ -6,12 +6,13 @@
     python scripts/frontier.py --seeds 0 1 2 --eps 10 --ambient  # the ambient shared model's rows (beyond the paper)
     python scripts/frontier.py --collect-only --publish          # table + figure from the finished points
 
-Points run in the order of --eps for each seed (eps outer), so a stopped run has every seed at the first eps;
+Points run in the order of --eps for each seed (eps outer), so a stopped serial run has every seed at the first eps;
 each point's CSV is written when it finishes and the models are cached under <out>/seed<s>/, so rerunning resumes.
 With --jobs N the seeds run in N processes at once, one seed per process (a seed's points share its cached
 baselines, so no two processes touch one seed's folder), each on one torch thread unless --threads says otherwise,
-logging to <out>/logs/seed<s>.log; the table and figure are made once all have finished. One seed's points are
-about 2 h of one core at cpu (digits), so on N >= 5 free cores the default grid takes about that long.
+logging to <out>/logs/seed<s>.log (seed outer: a seed waits for a free process); the table and figure are made
+once all have finished. One seed's points are about 2 h of one core at cpu (digits), so on N >= 5 free cores the
+default grid takes about that long.
 --rivals adds FedAvg (once per seed) and DP-SGD at each of --dpsgd-eps (default: the --eps grid). The figure goes
 to <out>/frontier.png (and figures/frontier_<data>.png with --publish), the table to <out>/frontier_table.csv.
 """
