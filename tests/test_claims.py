@@ -366,3 +366,18 @@ def test_notebook_05_mnist_one_seed_what_it_shows_and_why_no_verdict():
     assert local.accuracy_avg < LEARNED <= min(by[("pfdm", t)].accuracy_avg for t in (284, 827))
     assert not learned(df[df.method.isin(["pfdm", "local"])])
     assert abs(by[("pfdm", 827)].recall_major - local.recall_major) < 0.1
+
+
+def test_weight_decay_as_adams_l2_term_parts_two_trainings_apart_by_rounding():
+    """docs/results.md, "Why a retrained model is another realization" (runs/cpu/realization/sensitivity.csv,
+    scripts/realization.py at cpu, 1600 steps): started 1e-7 apart, two trainings end over 100x farther apart with
+    Adam + weight decay 1e-4 (the L2 term) than with Adam alone, whose weights stay within 1e-3, as AdamW's (1e-2) do;
+    under the L2 term the weight norm ends below half of Adam alone's, with over 5x the fraction of weights near zero."""
+    df = _read("realization/sensitivity.csv")
+    end = df[df.step == df.step.max()].set_index("setting")
+    assert df.step.max() == 1600 and set(end.index) == {"adam", "adam_l2", "adamw"}
+    assert end.rel_distance["adam"] < 1e-3 and end.rel_distance["adamw"] < 1e-3
+    assert end.rel_distance["adam_l2"] > 100 * end.rel_distance["adam"]
+    assert end.weight_norm["adam_l2"] < 0.5 * end.weight_norm["adam"]
+    assert end.near_zero["adam_l2"] > 5 * end.near_zero["adam"]
+    assert (df[df.step == df.step.min()].rel_distance < 1e-4).all()  # they start together
