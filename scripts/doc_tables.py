@@ -293,7 +293,8 @@ def realization() -> str:
     df = pd.read_csv(RUNS / "realization" / "sensitivity.csv")
     end = df[df.step == df.step.max()].set_index("setting")
     first = df[df.step == df.step.min()].set_index("setting")
-    n, a, l2, w = int(df.step.max()), end.loc["adam"], end.loc["adam_l2"], end.loc["adamw"]
+    n, a, l2, w, ws = (int(df.step.max()), end.loc["adam"], end.loc["adam_l2"], end.loc["adamw"],
+                       end.loc["adamw_strong"])
     g = lambda v: f"{v:.2g}"  # noqa: E731
     dv = lambda r: g(abs(r.val_loss_a - r.val_loss_b) / r.val_loss_a)  # noqa: E731
     return (f"After {n} steps (`runs/cpu/realization/sensitivity.csv`, `python scripts/realization.py`, preset `cpu`, "
@@ -303,7 +304,10 @@ def realization() -> str:
             f"{dv(l2)} (relative) against {dv(a)}. Under Adam with L2 the weight norm falls from "
             f"{first.loc['adam_l2'].weight_norm:.1f} (step {int(df.step.min())}) to {l2.weight_norm:.1f} (Adam alone: "
             f"{a.weight_norm:.1f}), and a fraction {l2.near_zero:.2f} of the weights ends within lr of zero "
-            f"({a.near_zero:.2f} with Adam alone).\n")
+            f"({a.near_zero:.2f} with Adam alone). AdamW at 0.5, which shrinks the norm about as much (to "
+            f"{ws.weight_norm:.1f}), keeps the two {g(ws.rel_distance)} apart, with {ws.near_zero:.2f} of the weights "
+            f"near zero; validation losses: Adam {a.val_loss_a:.4f}, Adam with L2 {l2.val_loss_a:.4f} and "
+            f"{l2.val_loss_b:.4f}, AdamW 1e-2 {w.val_loss_a:.4f}, AdamW 0.5 {ws.val_loss_a:.4f}.\n")
 
 
 BLOCKS = {"nb04": (DOC, nb04), "frontier_digits": (DOC, frontier_digits), "frontier_verdict": (README, frontier_verdict),

@@ -9,7 +9,8 @@ elsewhere starts from the same weights and drifts by rounding. This script train
 * `adam_l2`: Adam with weight_decay 1e-4, as the study's regularised recipes use it (`TrainConfig.weight_decay`):
   torch's Adam adds wd * theta to the gradient and then normalizes, so a weight whose loss gradient is small moves
   toward zero by about lr per step whatever its size;
-* `adamw`: decoupled weight decay (AdamW, 1e-2: a shrink of lr * wd per step), for reference.
+* `adamw`: decoupled weight decay (AdamW, 1e-2: a shrink of lr * wd per step), a common setting, for reference;
+* `adamw_strong`: AdamW at 0.5, decay strong enough to shrink the weights about as much as the L2 term does.
 
 Written to runs/<preset>/realization/sensitivity.csv: per setting and snapshot step, the two runs' relative weight
 distance, the weight norm, the fraction of weights within lr of zero, and each run's validation loss at the end.
@@ -26,7 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-SETTINGS = ("adam", "adam_l2", "adamw")
+SETTINGS = ("adam", "adam_l2", "adamw", "adamw_strong")
+ADAMW = {"adamw": 1e-2, "adamw_strong": 0.5}  # decoupled weight decay of the AdamW settings
 
 
 def run(preset: str, steps: int, settings: tuple[str, ...] = SETTINGS, seed: int = 0):
@@ -66,8 +68,8 @@ def run(preset: str, steps: int, settings: tuple[str, ...] = SETTINGS, seed: int
 
             tc = replace(cfg.train, steps=steps, seed=seed, checkpoint_every=0,
                          weight_decay=1e-4 if setting == "adam_l2" else 0.0)
-            adamw = lambda params, lr, weight_decay: torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)  # noqa: E731
-            with mock.patch("torch.optim.Adam", adamw) if setting == "adamw" else contextlib.nullcontext():
+            adamw = lambda params, lr, weight_decay: torch.optim.AdamW(params, lr=lr, weight_decay=ADAMW[setting])  # noqa: E731,B023
+            with mock.patch("torch.optim.Adam", adamw) if setting in ADAMW else contextlib.nullcontext():
                 train(model, sched, data.x, data.y, 1, cfg.T, config=tc, progress=False, on_step=on_step)
             runs.append((snaps, vl(model.eval())))
         (a, loss_a), (b, loss_b) = runs
