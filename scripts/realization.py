@@ -31,7 +31,7 @@ SETTINGS = ("adam", "adam_l2", "adamw", "adamw_strong")
 ADAMW = {"adamw": 1e-2, "adamw_strong": 0.5}  # decoupled weight decay of the AdamW settings
 
 
-def run(preset: str, steps: int, settings: tuple[str, ...] = SETTINGS, seed: int = 0):
+def run(preset: str, steps: int, settings: tuple[str, ...] = SETTINGS, seed: int = 0, progress: bool = True):
     """Rows (setting, step, rel_distance, weight_norm, near_zero, val_loss_a, val_loss_b) of the two trainings."""
     import contextlib
     from unittest import mock
@@ -70,7 +70,8 @@ def run(preset: str, steps: int, settings: tuple[str, ...] = SETTINGS, seed: int
                          weight_decay=1e-4 if setting == "adam_l2" else 0.0)
             adamw = lambda params, lr, weight_decay: torch.optim.AdamW(params, lr=lr, weight_decay=ADAMW[setting])  # noqa: E731,B023
             with mock.patch("torch.optim.Adam", adamw) if setting in ADAMW else contextlib.nullcontext():
-                train(model, sched, data.x, data.y, 1, cfg.T, config=tc, progress=False, on_step=on_step)
+                train(model, sched, data.x, data.y, 1, cfg.T, config=tc, progress=progress, on_step=on_step,
+                      desc=f"{setting}, {'perturbed' if perturbed else 'first'} run")
             runs.append((snaps, vl(model.eval())))
         (a, loss_a), (b, loss_b) = runs
         for step in marks:
