@@ -25,6 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+DONE = "frontier: done"  # printed after each finished point (and a seed's rivals); a --jobs parent counts them
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"frontier: {args.ambient_kind}, seed {seed}, eps {eps:g} (t0 = {fr.t0_of(cfg, eps)})",
                       flush=True)
                 fr.run_ambient(cfg, seed, eps, out, progress=progress, kind=args.ambient_kind)
-                print(f"frontier: done seed {seed}, eps {eps:g}", flush=True)
+                print(f"{DONE} seed {seed}, eps {eps:g}", flush=True)
     elif not args.collect_only:
         for eps in eps_grid:
             for seed in args.seeds:
@@ -108,11 +109,11 @@ def main(argv: list[str] | None = None) -> int:
                 fr.run_point(cfg, seed, eps, out, progress=progress)
                 if args.membership:
                     fr.membership(cfg, seed, eps, out)
-                print(f"frontier: done seed {seed}, eps {eps:g}", flush=True)
+                print(f"{DONE} seed {seed}, eps {eps:g}", flush=True)
         if args.rivals:
             for seed in args.seeds:
                 fr.run_rivals(cfg, seed, out, args.dpsgd_eps, progress=progress)
-                print(f"frontier: done seed {seed}, rivals", flush=True)
+                print(f"{DONE} seed {seed}, rivals", flush=True)
     if args.worker:
         return 0
     df = fr.collect(out)
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_jobs(args: argparse.Namespace, preset: str, eps_grid: list[float], out: Path) -> list[int]:
     """Each seed in its own process (this script with --worker), at most args.jobs at once; one progress bar over
-    every seed's points (the workers print "frontier: done" after each). Returns the seeds whose process failed."""
+    every seed's points (the workers print DONE after each). Returns the seeds whose process failed."""
     import subprocess
     import time
 
@@ -174,7 +175,7 @@ def run_jobs(args: argparse.Namespace, preset: str, eps_grid: list[float], out: 
                         tail = (logs / f"seed{seed}.log").read_text().strip().splitlines()[-1:]
                         tqdm.write(f"frontier: seed {seed} failed (exit {proc.returncode}): {' '.join(tail)}")
             started = [s for s in args.seeds if s not in todo]
-            bar.n = sum((logs / f"seed{s}.log").read_text().count("frontier: done") for s in started)
+            bar.n = sum((logs / f"seed{s}.log").read_text().count(DONE) for s in started)
             bar.refresh()
     finally:
         for proc, log in running.values():  # interrupted: stop the workers (their finished points are kept)

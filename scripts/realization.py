@@ -3,7 +3,7 @@
 A convolution's float rounding depends on the machine and the thread count (`core.omp`), so a model trained again
 elsewhere starts from the same weights and drifts by rounding. This script trains the digits UNet twice on client
 0's training part (notebook 10's split), the second time from weights that differ by rounding (each times
-1 + 1e-7 z), under three optimiser settings, and follows the two weight vectors apart:
+1 + 1e-7 z), under four optimiser settings, and follows the two weight vectors apart:
 
 * `adam`: torch's Adam, no weight decay (the paper's recipe, `selected`);
 * `adam_l2`: Adam with weight_decay 1e-4, as the study's regularised recipes use it (`TrainConfig.weight_decay`):

@@ -1,4 +1,4 @@
-"""scripts/realization.py: two trainings apart by rounding, followed under three optimiser settings."""
+"""scripts/realization.py: two trainings apart by rounding, followed under each optimiser setting."""
 import importlib.util
 from pathlib import Path
 
